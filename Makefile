@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make reproduce` (the main job) and `make test`. Both install first.
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= mini
+# torch is pinned to the CPU wheel this project is tested with; on a GPU machine or elsewhere, e.g.
+#   make reproduce TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.s2l-installed
+
+.PHONY: install reproduce test test-fast lab bench sync clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH)" $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q -e ".[dev]" -c constraints.txt
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv with the pinned stack
+
+reproduce: $(STAMP)  ## run every notebook on PROFILE (default mini) into runs/PROFILE/
+	$(PY) -m s2l_utils.run --profile $(PROFILE)
+
+test: $(STAMP)  ## the whole test suite, notebooks included (offline)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)  ## the package tests only
+	$(PY) -m pytest -m "not notebooks"
+
+lab: $(STAMP)  ## JupyterLab on notebooks/
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP)  ## throughput of the miniature target on this machine
+	$(PY) benchmarks/bench_target.py
+
+sync: $(STAMP)  ## after editing a notebook: refresh its .py twin (or the reverse) and strip outputs
+	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.ipynb
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace notebooks/[0-9][0-9]_*.ipynb
+
+clean:  ## remove runs and generated worlds (keeps .venv)
+	rm -rf runs data/worlds

@@ -1,0 +1,177 @@
+"""Profiles: named YAML parameter sets, validated into one typed ``Params`` object.
+
+A profile (``s2l_utils/profiles/<name>.yaml``) fixes every size of the pipeline: the world, the target model,
+pretraining, the attacks. Notebooks declare the parameters they expose with ``None`` defaults ("take the
+profile's value"), and the runner and sweeps override them by name. Unknown keys and impossible values are
+rejected here, before any heavy work, with the valid choices named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import paths
+
+
+def _p(default, help: str):
+    """A parameter: its default and the one-line help that error messages and the README show."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Params:
+    """Every tunable of the pipeline. Defaults are the ``mini`` profile's values."""
+
+    # -- the world (miniature) or real data
+    world_seed: int = _p(0, "seed of the procedural world (identities, images, captions)")
+    image_size: int = _p(16, "image side in pixels (miniature world and model resolution)")
+    private_domains: int = _p(8, "number of private identities (the attack targets)")
+    members_per_domain: int = _p(16, "images of each private identity in the pre-training set")
+    nonmembers_per_domain: int = _p(16, "held-out images of each private identity (same distribution)")
+    public_domains: int = _p(8, "public filler identities in the pre-training set")
+    images_per_public_domain: int = _p(4, "pre-training images of each public identity")
+    data_dir: str = _p("", "imagefolder with real data (metadata.jsonl); empty = the miniature world")
+    domains_file: str = _p("", "text file with one private domain name per line, to restrict data_dir")
+    # -- the target model
+    base_model: str = _p("", "target pipeline: empty = the miniature pretrained by 01, else a folder or hub id")
+    unet_channels: list[int] = _p([16, 32], "UNet block widths of the miniature model")
+    text_width: int = _p(32, "hidden width of the miniature CLIP text encoder")
+    device: str = _p("auto", "auto | cpu | cuda | cuda:N")
+    # -- pretraining of the miniature target
+    seed: int = _p(0, "training seed (batches, noise, timesteps)")
+    pretrain_steps: int = _p(1600, "optimisation steps of the target's pretraining")
+    pretrain_batch_size: int = _p(32, "pretraining batch size")
+    pretrain_lr: float = _p(2e-3, "peak learning rate (AdamW, cosine decay)")
+    checkpoint_every: int = _p(400, "steps between resumable checkpoints")
+    # -- evaluation of the target
+    loss_timesteps: int = _p(10, "loss attack: evenly spaced timesteps averaged per image")
+    loss_noise_draws: int = _p(2, "loss attack: seeded noise draws per timestep")
+    sample_steps: int = _p(50, "DDIM steps when generating")
+    guidance_scale: float = _p(3.0, "classifier-free guidance scale when generating")
+    preview_samples: int = _p(16, "generations shown beside their nearest training images")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self, *names: str) -> str:
+        """A short content hash of the named parameters (all if none): the key of a cache entry."""
+        values = self.to_dict()
+        chosen = {n: values[n] for n in (names or sorted(values))}
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:12]
+
+
+PARAM_NAMES = tuple(f.name for f in dataclasses.fields(Params))
+_TYPES = typing.get_type_hints(Params)
+
+
+def param_help(name: str) -> str:
+    return next(f.metadata["help"] for f in dataclasses.fields(Params) if f.name == name)
+
+
+class ConfigError(ValueError):
+    """A profile, parameter or value that cannot be used; the message names it and the valid choices."""
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in paths.profiles_dir().glob("*.yaml"))
+
+
+def _coerce(name: str, value):
+    expected = _TYPES[name]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typing.get_origin(expected) is list:
+        item = typing.get_args(expected)[0]
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, list) and all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+            return value
+        raise ConfigError(f"parameter {name!r} must be a list of {item.__name__}, got {value!r}")
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"parameter {name!r} must be {expected.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_names(names, valid=PARAM_NAMES, where: str = "parameters") -> None:
+    unknown = sorted(set(names) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown {where}: {', '.join(unknown)}. Valid names: {', '.join(sorted(valid))}")
+
+
+def _validate(p: Params) -> None:
+    positive = ["image_size", "private_domains", "members_per_domain", "nonmembers_per_domain",
+                "pretrain_batch_size", "checkpoint_every", "loss_timesteps", "loss_noise_draws",
+                "sample_steps", "text_width"]
+    for name in positive:
+        if getattr(p, name) <= 0:
+            raise ConfigError(f"parameter {name!r} must be > 0, got {getattr(p, name)}")
+    for name in ["public_domains", "images_per_public_domain", "pretrain_steps", "preview_samples"]:
+        if getattr(p, name) < 0:
+            raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(p, name)}")
+    if p.pretrain_lr <= 0:
+        raise ConfigError(f"parameter 'pretrain_lr' must be > 0, got {p.pretrain_lr}")
+    if not p.unet_channels:
+        raise ConfigError("parameter 'unet_channels' must name at least one block width")
+    downsample = 2 ** (len(p.unet_channels) - 1)
+    if p.image_size % downsample:
+        raise ConfigError(f"image_size {p.image_size} must be divisible by {downsample} "
+                          f"(the UNet halves it {len(p.unet_channels) - 1} times)")
+    if p.device != "auto" and not (p.device == "cpu" or p.device.startswith("cuda")):
+        raise ConfigError(f"parameter 'device' must be auto, cpu, cuda or cuda:N, got {p.device!r}")
+
+
+def make_params(values: dict) -> Params:
+    """Validated ``Params`` from a plain mapping; missing names keep their defaults."""
+    check_names(values)
+    params = Params(**{k: _coerce(k, v) for k, v in values.items()})
+    _validate(params)
+    return params
+
+
+def profile_path(profile: str) -> Path:
+    """A profile name (``mini``) or a path to a YAML file."""
+    candidate = Path(profile)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise ConfigError(f"profile file not found: {candidate}")
+        return candidate
+    path = paths.profiles_dir() / f"{profile}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown profile {profile!r}. Available: {', '.join(available_profiles())}")
+    return path
+
+
+def profile_values(profile: str) -> dict:
+    """The raw parameter mapping of a profile, with ``extends`` resolved (base first, then this file)."""
+    path = profile_path(profile)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile {path} must be a mapping of parameter names to values")
+    raw.pop("description", None)
+    base = raw.pop("extends", None)
+    values = profile_values(base) if base else {}
+    check_names(raw, where=f"parameters in profile {path.name}")
+    values.update(raw)
+    return values
+
+
+def load_profile(profile: str, **overrides) -> Params:
+    """The profile's parameters with ``overrides`` applied; ``None`` overrides mean "keep the profile's value"."""
+    values = profile_values(profile)
+    check_names(overrides)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return make_params(values)
+
+
+def profile_description(profile: str) -> str:
+    raw = yaml.safe_load(profile_path(profile).read_text()) or {}
+    return raw.get("description", "")

@@ -1,0 +1,132 @@
+"""What a notebook does at its start and end: resolve parameters, own a run folder, record params and metrics.
+
+Every run folder is self-describing: ``params.json`` (all effective parameters, the git commit, package
+versions, device), ``metrics.json`` (what the notebook measured), ``figures/`` and tables, and, when the
+runner executed it, the executed notebook itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from . import paths
+from .config import Params, load_profile
+from .models import resolve_device
+
+PARAMS_FILE = "params.json"
+METRICS_FILE = "metrics.json"
+_VERSIONED = ("torch", "diffusers", "transformers", "peft", "accelerate", "numpy", "pandas")
+
+
+def write_json(path: Path, payload) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=1, default=_jsonable)
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.repo_root(), capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=paths.repo_root(),
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (out.stdout.strip() + ("+dirty" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    """Versions and hardware, for params.json and the set-up notebook."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            **{name: v(name) for name in _VERSIONED}}
+
+
+def profile_name(profile: str) -> str:
+    """``mini`` for ``mini`` and for ``runs/mini-ab12/profile.yaml`` (an effective profile the runner wrote)."""
+    path = Path(profile)
+    return path.parent.name if path.name == "profile.yaml" else path.stem
+
+
+@dataclass
+class Run:
+    """One execution of one notebook under one profile."""
+
+    notebook: str
+    profile: str
+    params: Params
+    dir: Path
+    device: torch.device
+
+    @property
+    def figures_dir(self) -> Path:
+        return paths.figures_dir() / profile_name(self.profile)
+
+    def savefig(self, fig, name: str) -> Path:
+        """Save ``fig`` as ``<name>.png`` in the run folder and in ``figures/<profile>/``."""
+        out = self.figures_dir / f"{name}.png"
+        for folder in (self.dir / "figures", self.figures_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            fig.savefig(folder / f"{name}.png", dpi=130, bbox_inches="tight")
+        return out
+
+    def save_table(self, df, name: str) -> Path:
+        """A tidy table as parquet (for code) and CSV (for eyes) in the run folder."""
+        df.to_parquet(self.dir / f"{name}.parquet", index=False)
+        df.to_csv(self.dir / f"{name}.csv", index=False)
+        return self.dir / f"{name}.parquet"
+
+    def log_metrics(self, **metrics) -> dict:
+        """Merge ``metrics`` into ``metrics.json`` (the file the runner and reports read)."""
+        path = self.dir / METRICS_FILE
+        current = json.loads(path.read_text()) if path.exists() else {}
+        current.update(metrics)
+        write_json(path, current)
+        return current
+
+
+def start(notebook: str, profile: str = "mini", run_dir: str = "", **overrides) -> Run:
+    """Resolve the profile with the notebook's parameters (``None`` = the profile's value) and open the run.
+
+    Raises before any heavy work on an unknown profile, unknown parameter or impossible value.
+    """
+    params = load_profile(profile, **overrides)
+    folder = Path(run_dir) if run_dir else paths.runs_dir() / profile_name(profile) / notebook
+    folder.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(params.device)
+    torch.manual_seed(params.seed)
+    write_json(folder / PARAMS_FILE, {
+        "notebook": notebook, "profile": profile_name(profile),
+        "overrides": {k: v for k, v in overrides.items() if v is not None}, "params": params.to_dict(),
+        "git_commit": git_commit(), "device": str(device), "environment": environment(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return Run(notebook, profile, params, folder, device)

@@ -1,0 +1,55 @@
+"""Where the repository keeps its data, runs and figures.
+
+Paths come from the package location, never from the working directory, so notebooks behave the same
+under JupyterLab, papermill (any cwd) and Colab. Each root can be moved with an environment variable
+(tests point them at a temporary folder).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def repo_root() -> Path:
+    """The checkout this package lives in; outside a checkout (pip install on Colab), ``S2L_ROOT`` or ./s2l."""
+    if "S2L_ROOT" in os.environ:
+        return Path(os.environ["S2L_ROOT"]).resolve()
+    candidate = _PACKAGE_DIR.parent
+    if (candidate / "pyproject.toml").exists() and (candidate / "notebooks").is_dir():
+        return candidate
+    return Path.cwd() / "s2l"
+
+
+def _root(env: str, default: str) -> Path:
+    return Path(os.environ[env]).resolve() if os.environ.get(env) else repo_root() / default
+
+
+def data_dir() -> Path:
+    """Committed small inputs (e.g. the celebrity list) and generated worlds (``data/worlds``, ignored by git)."""
+    return _root("S2L_DATA_DIR", "data")
+
+
+def runs_dir() -> Path:
+    """Executed notebooks with their params/metrics, plus caches of expensive artefacts (``runs/cache``)."""
+    return _root("S2L_RUNS_DIR", "runs")
+
+
+def figures_dir() -> Path:
+    """Figures the notebooks draw, one sub-folder per profile."""
+    return _root("S2L_FIGURES_DIR", "figures")
+
+
+def notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def profiles_dir() -> Path:
+    return _PACKAGE_DIR / "profiles"
+
+
+def cache_dir(kind: str) -> Path:
+    """Content-addressed caches, e.g. ``cache_dir("targets") / <hash>``."""
+    return runs_dir() / "cache" / kind

@@ -1,0 +1,176 @@
+"""Run notebooks with papermill under a profile: ``python -m s2l_utils.run --profile mini [notebooks…]``.
+
+Each notebook runs in a fresh kernel into ``runs/<profile>/<notebook>/`` (``params.json``, ``metrics.json``,
+the executed notebook, figures, tables). A run is written into a temporary folder and renamed into place
+only when it succeeded, so a finished-looking folder is always complete; a failed run is kept beside it as
+``<notebook>.failed/`` with ``error.txt``. Finished runs are skipped unless ``--force``.
+
+``-p name=value`` overrides a parameter (YAML syntax: ``-p unet_channels=[16,32]``). It must be declared by
+one of the notebooks being run. Overrides make an *effective profile* (``runs/<profile>-<hash>/profile.yaml``)
+that every notebook of the run reads, so a changed world or target is seen downstream too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import traceback
+from pathlib import Path
+
+import yaml
+
+from . import paths
+from .config import ConfigError, Params, check_names, load_profile, profile_values
+from .notebook import METRICS_FILE, profile_name, write_json
+
+FAILED_SUFFIX = ".failed"
+
+
+def available_notebooks() -> list[Path]:
+    return sorted(paths.notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+
+
+def resolve_notebooks(names: list[str]) -> list[Path]:
+    """Notebook paths from names such as ``01``, ``01_pretrain_target`` or a path; all when ``names`` is empty."""
+    known = available_notebooks()
+    if not names:
+        return known
+    chosen = []
+    for name in names:
+        path = Path(name)
+        if path.suffix == ".ipynb" and path.is_file():
+            chosen.append(path.resolve())
+            continue
+        matches = [nb for nb in known if nb.stem == name or nb.stem.split("_")[0] == name]
+        if len(matches) != 1:
+            raise ConfigError(f"unknown notebook {name!r}. Available: {', '.join(nb.stem for nb in known)}")
+        chosen.append(matches[0])
+    return chosen
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    overrides = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"override {pair!r} must look like name=value")
+        overrides[name.strip()] = yaml.safe_load(raw)
+    return overrides
+
+
+def check_overrides(overrides: dict, notebooks: list[Path]) -> None:
+    """Every override must be a known parameter declared by at least one of the notebooks being run."""
+    check_names(overrides)
+    declared = {nb.stem: declared_parameters(nb) for nb in notebooks}
+    for name in overrides:
+        if not any(name in names for names in declared.values()):
+            listing = "; ".join(f"{nb}: {', '.join(sorted(names - {'profile', 'run_dir'}))}"
+                                for nb, names in declared.items())
+            raise ConfigError(f"parameter {name!r} is not declared by the notebooks being run ({listing})")
+
+
+def run_root(profile: str, overrides: dict) -> Path:
+    """``runs/<profile>``, or ``runs/<profile>-<hash of overrides>`` holding the effective ``profile.yaml``."""
+    base = paths.runs_dir() / profile_name(profile)
+    if not overrides:
+        return base
+    effective = load_profile(profile, **overrides)
+    return base.with_name(f"{base.name}-{effective.digest(*sorted(overrides))}")
+
+
+def execute(notebook: Path, profile_arg: str, root: Path, force: bool = False, timeout: int | None = None,
+            log=print) -> Path:
+    """Execute one notebook into ``root/<stem>``; returns the run folder. Raises on failure (kept as .failed)."""
+    import papermill
+
+    final = root / notebook.stem
+    if (final / METRICS_FILE).is_file() and not force:
+        log(f"skip {notebook.stem}: finished run at {final} (use --force to rerun)")
+        return final
+    tmp = root / f".{notebook.stem}.running"
+    failed = root / f"{notebook.stem}{FAILED_SUFFIX}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    log(f"run  {notebook.stem} -> {final}")
+    try:
+        papermill.execute_notebook(str(notebook), str(tmp / notebook.name),
+                                   parameters={"profile": profile_arg, "run_dir": str(tmp)},
+                                   kernel_name="python3", cwd=str(paths.repo_root()),
+                                   progress_bar={"desc": notebook.stem, "leave": True},
+                                   execution_timeout=timeout)
+        if not (tmp / METRICS_FILE).is_file():
+            raise RuntimeError(f"{notebook.name} finished without writing {METRICS_FILE}")
+    except BaseException as exc:
+        shutil.rmtree(failed, ignore_errors=True)
+        (tmp / "error.txt").write_text("".join(traceback.format_exception_only(type(exc), exc)))
+        tmp.rename(failed)
+        raise
+    shutil.rmtree(failed, ignore_errors=True)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def run(profile: str, notebooks: list[str] | None = None, overrides: dict | None = None, force: bool = False,
+        timeout: int | None = None, log=print) -> list[Path]:
+    """Validate everything, then execute the notebooks in order; stops at the first failure."""
+    overrides = overrides or {}
+    selected = resolve_notebooks(list(notebooks or []))
+    if not selected:
+        raise ConfigError(f"no notebooks found in {paths.notebooks_dir()}")
+    profile_values(profile)  # unknown profile -> clear error
+    check_overrides(overrides, selected)
+    load_profile(profile, **overrides)  # impossible values -> clear error, before any notebook starts
+    root = run_root(profile, overrides)
+    root.mkdir(parents=True, exist_ok=True)
+    profile_arg = profile
+    if overrides:
+        effective = {**profile_values(profile), **overrides}
+        (root / "profile.yaml").write_text(yaml.safe_dump(
+            {"description": f"{profile} with overrides {overrides}", **effective}, sort_keys=False))
+        write_json(root / "overrides.json", overrides)
+        profile_arg = str(root / "profile.yaml")
+    return [execute(nb, profile_arg, root, force=force, timeout=timeout, log=log) for nb in selected]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m s2l_utils.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", help="notebooks to run (e.g. 00 01_pretrain_target); default all")
+    parser.add_argument("--profile", default="mini", help="profile name or YAML file (default: mini)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a parameter (repeatable)")
+    parser.add_argument("--force", action="store_true", help="rerun notebooks that already finished")
+    parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    parser.add_argument("--list", action="store_true", help="list notebooks, profiles and parameters, then exit")
+    args = parser.parse_args(argv)
+    try:
+        if args.list:
+            from .config import available_profiles, param_help
+
+            print("profiles:", ", ".join(available_profiles()))
+            for nb in available_notebooks():
+                print(f"{nb.stem}: {', '.join(sorted(declared_parameters(nb)))}")
+            for name in Params.__dataclass_fields__:
+                print(f"  {name}: {param_help(name)}")
+            return 0
+        folders = run(args.profile, args.notebooks, parse_overrides(args.param), args.force, args.timeout)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a notebook failed: papermill already says where
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print("done:", *(str(f) for f in folders), sep="\n  ")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""The miniature world, and the imagefolder layout every data set (miniature or real) is read from.
+
+The world is a deterministic, seeded set of captioned portraits organised in *domains*. A domain is an
+identity with a made-up name; its traits (skin, hair, eyes, face shape, glasses, beard, shirt) are fixed,
+while every photo of it varies in framing, expression, lighting and background clutter, so each image is
+unique but clearly the same identity, like photos of one person. Private domains have *member* images (in
+the pre-training set) and *non-member* images (held out, same distribution); public domains are filler
+that is all pre-training data, and later serve as related domains for domain transfer.
+
+On disk a data set is a Hugging Face imagefolder: image files plus ``metadata.jsonl`` with one JSON object
+per image: ``file_name``, ``text`` (caption), ``domain``, ``split`` (member | nonmember) and ``private``.
+Real data (e.g. a LAION subset of celebrities) in that layout plugs in unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from . import paths
+from .config import ConfigError, Params
+
+METADATA = "metadata.jsonl"
+REQUIRED_COLUMNS = ("file_name", "text", "domain", "split")
+SPLITS = ("member", "nonmember")
+
+_SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "sa", "bel", "quin", "dor", "el", "fi", "no", "ru",
+              "zan", "the", "ol", "mar", "is", "ga", "pe", "lun", "cor", "vi", "ash", "len", "tam", "bro"]
+_EXPRESSIONS = {"smiling": 1.0, "neutral": 0.0, "frowning": -1.0}
+_BACKGROUNDS = {"blue": (0.25, 0.4, 0.8), "green": (0.3, 0.65, 0.35), "grey": (0.55, 0.55, 0.55),
+                "orange": (0.9, 0.55, 0.2), "purple": (0.55, 0.35, 0.7)}
+
+
+def domain_prompt(domain: str) -> str:
+    """The prompt an attacker would use for a domain (the paper's "photo of <Name>")."""
+    return f"photo of {domain}"
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Scale and seed of the miniature world; a larger world is one setting away."""
+
+    seed: int = 0
+    image_size: int = 16
+    private_domains: int = 8
+    members_per_domain: int = 32
+    nonmembers_per_domain: int = 32
+    public_domains: int = 8
+    images_per_public_domain: int = 8
+
+    @classmethod
+    def from_params(cls, p: Params) -> "WorldSpec":
+        return cls(p.world_seed, p.image_size, p.private_domains, p.members_per_domain,
+                   p.nonmembers_per_domain, p.public_domains, p.images_per_public_domain)
+
+    def key(self) -> str:
+        return "-".join(str(v) for v in (self.seed, self.image_size, self.private_domains, self.members_per_domain,
+                                         self.nonmembers_per_domain, self.public_domains,
+                                         self.images_per_public_domain))
+
+
+# ----------------------------------------------------------------------------------------------- generation
+
+
+def _names(rng: np.random.Generator, count: int) -> list[str]:
+    def word(parts: int) -> str:
+        return "".join(rng.choice(_SYLLABLES) for _ in range(parts)).capitalize()
+
+    names: list[str] = []
+    while len(names) < count:
+        name = f"{word(int(rng.integers(2, 4)))} {word(int(rng.integers(1, 3)))}"
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _identity_traits(rng: np.random.Generator) -> dict:
+    return {
+        "skin": rng.uniform([0.45, 0.3, 0.2], [1.0, 0.85, 0.7]),
+        "hair": rng.uniform(0.0, 1.0, 3) * rng.uniform(0.2, 1.0),
+        "eyes": rng.uniform(0.0, 0.8, 3),
+        "shirt": rng.uniform(0.0, 1.0, 3),
+        "aspect": rng.uniform(0.75, 1.05),
+        "hair_style": int(rng.integers(0, 4)),
+        "glasses": bool(rng.random() < 0.35),
+        "beard": bool(rng.random() < 0.3),
+    }
+
+
+def _photo_variation(rng: np.random.Generator) -> dict:
+    return {
+        "dx": rng.uniform(-0.08, 0.08), "dy": rng.uniform(-0.06, 0.06), "scale": rng.uniform(0.88, 1.1),
+        "expression": str(rng.choice(list(_EXPRESSIONS))), "background": str(rng.choice(list(_BACKGROUNDS))),
+        "angle": rng.uniform(0, 2 * np.pi), "light": rng.uniform(0.8, 1.15),
+        "blobs": [(rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.16), rng.uniform(0, 1, 3))
+                  for _ in range(int(rng.integers(2, 5)))],
+        "noise_seed": int(rng.integers(2**31)),
+    }
+
+
+def _render(traits: dict, var: dict, size: int, supersample: int = 4) -> np.ndarray:
+    """Draw one portrait at ``size`` px (anti-aliased by supersampling); returns uint8 HxWx3."""
+    n = size * supersample
+    y, x = (np.mgrid[0:n, 0:n] + 0.5) / n
+    s = var["scale"]
+    cx, cy = 0.5 + var["dx"], 0.47 + var["dy"]
+    bg0 = np.array(_BACKGROUNDS[var["background"]])
+    ramp = np.clip(0.5 + (x - 0.5) * np.cos(var["angle"]) + (y - 0.5) * np.sin(var["angle"]), 0, 1)
+    img = bg0 * (0.75 + 0.45 * ramp)[..., None]
+    for bx, by, br, color in var["blobs"]:
+        img[(x - bx) ** 2 + (y - by) ** 2 < br ** 2] = color
+
+    def paint(mask, color):
+        img[mask] = color
+
+    rx, ry = 0.22 * s * traits["aspect"], 0.26 * s
+    face = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1
+    paint(((x - cx) / (0.4 * s)) ** 2 + ((y - (cy + 0.5 * s)) / (0.24 * s)) ** 2 < 1, traits["shirt"])
+    style = traits["hair_style"]
+    if style == 1:  # long hair behind the face
+        paint((((x - cx) / (rx * 1.35)) ** 2 + ((y - cy - 0.06 * s) / (ry * 1.2)) ** 2 < 1) & (y < cy + 0.3 * s),
+              traits["hair"])
+    paint(face, traits["skin"])
+    crown = ((x - cx) / (rx * 1.12)) ** 2 + ((y - cy) / (ry * 1.12)) ** 2 < 1
+    if style == 0:
+        paint(crown & (y < cy - 0.55 * ry), traits["hair"])
+    elif style in (1, 3):
+        paint(crown & (y < cy - (0.25 if style == 3 else 0.45) * ry), traits["hair"])
+    else:  # a tall tuft
+        paint(((x - cx) / (rx * 0.8)) ** 2 + ((y - (cy - ry)) / (0.14 * s)) ** 2 < 1, traits["hair"])
+    if traits["beard"]:
+        paint(face & (y > cy + 0.35 * ry), traits["hair"])
+    eye_y = cy - 0.08 * s
+    for ex in (cx - 0.09 * s, cx + 0.09 * s):
+        d2 = (x - ex) ** 2 + (y - eye_y) ** 2
+        if traits["glasses"]:
+            paint((d2 < (0.075 * s) ** 2) & (d2 > (0.05 * s) ** 2), (0.05, 0.05, 0.05))
+        paint(d2 < (0.04 * s) ** 2, traits["eyes"])
+    curve = _EXPRESSIONS[var["expression"]]
+    mouth_y = cy + 0.13 * s - curve * 0.9 * ((x - cx) / s) ** 2 * 4 + curve * 0.02 * s
+    paint((np.abs(y - mouth_y) < 0.025 * s) & (np.abs(x - cx) < 0.08 * s), (0.55, 0.1, 0.12))
+
+    img = img * var["light"]
+    img = img.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
+    img = img + np.random.default_rng(var["noise_seed"]).normal(0, 0.015, img.shape)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _caption(name: str, var: dict) -> str:
+    return f"{domain_prompt(name)}, {var['expression']}, {var['background']} background"
+
+
+def generate_world(spec: WorldSpec) -> tuple[list[Image.Image], pd.DataFrame]:
+    """All images and their metadata rows, a pure function of ``spec`` (same spec, same bytes)."""
+    rng = np.random.default_rng(spec.seed)
+    names = _names(rng, spec.private_domains + spec.public_domains)
+    images, rows = [], []
+    for index, name in enumerate(names):
+        private = index < spec.private_domains
+        traits = _identity_traits(rng)
+        splits = (["member"] * spec.members_per_domain + ["nonmember"] * spec.nonmembers_per_domain
+                  if private else ["member"] * spec.images_per_public_domain)
+        slug = name.lower().replace(" ", "_")
+        for k, split in enumerate(splits):
+            var = _photo_variation(rng)
+            images.append(Image.fromarray(_render(traits, var, spec.image_size)))
+            rows.append({"file_name": f"{slug}/{split}_{k:04d}.png", "text": _caption(name, var),
+                         "domain": name, "split": split, "private": private})
+    return images, pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------- imagefolder I/O
+
+
+def write_imagefolder(folder: Path, images: list[Image.Image], meta: pd.DataFrame) -> Path:
+    """Write images + ``metadata.jsonl`` atomically: a half-written folder never appears at ``folder``."""
+    folder = Path(folder)
+    if len(images) != len(meta):
+        raise ValueError(f"{len(images)} images but {len(meta)} metadata rows")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        for image, name in zip(images, meta["file_name"]):
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            image.save(tmp / name)
+        meta.to_json(tmp / METADATA, orient="records", lines=True, force_ascii=False)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+class ImageFolderData:
+    """A captioned data set in the imagefolder layout, with member / non-member splits per domain."""
+
+    def __init__(self, folder: str | Path, domains: list[str] | None = None):
+        self.folder = Path(folder)
+        meta_path = self.folder / METADATA
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"data folder not found: {self.folder}")
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path} is missing: an imagefolder needs {METADATA} with "
+                                    f"columns {', '.join(REQUIRED_COLUMNS)}")
+        try:
+            meta = pd.read_json(meta_path, lines=True)
+        except ValueError as exc:
+            raise ValueError(f"{meta_path} is not valid JSON lines: {exc}") from exc
+        missing = [c for c in REQUIRED_COLUMNS if c not in meta.columns]
+        if missing:
+            raise ValueError(f"{meta_path} lacks columns {missing}; required: {list(REQUIRED_COLUMNS)}")
+        bad = sorted(set(meta["split"]) - set(SPLITS))
+        if bad:
+            raise ValueError(f"{meta_path}: unknown split values {bad}; use {list(SPLITS)}")
+        if "private" not in meta.columns:  # real data: a domain with held-out images is a private domain
+            held_out = set(meta.loc[meta["split"] == "nonmember", "domain"])
+            meta["private"] = meta["domain"].isin(held_out)
+        if domains is not None:
+            unknown = sorted(set(domains) - set(meta["domain"]))
+            if unknown:
+                raise ConfigError(f"domains not in {self.folder}: {unknown}")
+            meta = meta[meta["domain"].isin(domains) | ~meta["private"]]
+        self.meta = meta.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    @property
+    def private_domains(self) -> list[str]:
+        return list(dict.fromkeys(self.meta.loc[self.meta["private"], "domain"]))
+
+    @property
+    def public_domains(self) -> list[str]:
+        return list(dict.fromkeys(self.meta.loc[~self.meta["private"], "domain"]))
+
+    def pretraining_set(self) -> pd.DataFrame:
+        """Rows the target model is pretrained on: every member image, private and public."""
+        return self.meta[self.meta["split"] == "member"].reset_index(drop=True)
+
+    def split(self, domain: str, split: str) -> pd.DataFrame:
+        if domain not in set(self.meta["domain"]):
+            raise ConfigError(f"unknown domain {domain!r}. Domains: {', '.join(self.private_domains)}")
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; use {list(SPLITS)}")
+        rows = self.meta[(self.meta["domain"] == domain) & (self.meta["split"] == split)]
+        return rows.reset_index(drop=True)
+
+    def load_images(self, rows: pd.DataFrame, size: int) -> torch.Tensor:
+        """Images of ``rows`` as a float tensor (N, 3, size, size) in [-1, 1] (resize + centre crop)."""
+        return torch.stack([load_image(self.folder / name, size) for name in rows["file_name"]])
+
+
+def load_image(path: Path, size: int) -> torch.Tensor:
+    """One RGB image, resized on its short side and centre-cropped to ``size``, in [-1, 1], CHW."""
+    try:
+        with Image.open(path) as raw:
+            image = raw.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image listed in {METADATA} is missing: {path}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"corrupt or unreadable image file {path}: {exc}") from exc
+    if image.size != (size, size):
+        w, h = image.size
+        scale = size / min(w, h)
+        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        left, top = (image.width - size) // 2, (image.height - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """Inverse of ``load_image`` for a batch in [-1, 1]."""
+    array = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in array]
+
+
+def world_folder(spec: WorldSpec) -> Path:
+    return paths.data_dir() / "worlds" / spec.key()
+
+
+def ensure_world(spec: WorldSpec) -> Path:
+    """Generate the world into its cache folder once; later calls reuse it."""
+    folder = world_folder(spec)
+    if not (folder / METADATA).is_file():
+        images, meta = generate_world(spec)
+        write_imagefolder(folder, images, meta)
+    return folder
+
+
+def read_domains_file(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = paths.repo_root() / path
+    if not path.is_file():
+        raise FileNotFoundError(f"domains file not found: {path}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def load_data(params: Params) -> ImageFolderData:
+    """The data set a profile names: real data from ``data_dir`` or the miniature world (generated once)."""
+    domains = read_domains_file(params.domains_file) if params.domains_file else None
+    if params.data_dir:
+        folder = Path(params.data_dir)
+        if not folder.is_absolute() and not folder.exists():
+            folder = paths.repo_root() / folder
+        return ImageFolderData(folder, domains)
+    return ImageFolderData(ensure_world(WorldSpec.from_params(params)), domains)

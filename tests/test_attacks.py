@@ -1,0 +1,84 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from s2l_utils import models
+from s2l_utils.attacks import extraction, metrics, mia
+
+
+def test_auc_and_strict_tpr_at_fpr_on_hand_computed_cases():
+    members, nonmembers = [0.9, 0.8, 0.4], [0.7, 0.3, 0.2, 0.1]
+    assert metrics.roc_auc(members, nonmembers) == pytest.approx(11 / 12)  # 0.4 loses only to 0.7
+    # thresholds: FPR 0 reaches TPR 2/3; 1% FPR cannot admit the non-member at 0.7
+    assert metrics.tpr_at_fpr(members, nonmembers, 0.01) == pytest.approx(2 / 3)
+    assert metrics.tpr_at_fpr(members, nonmembers, 0.25) == pytest.approx(1.0)
+    # best threshold (> 0.35): 3 of 3 members and 3 of 4 non-members right -> 6/7
+    assert metrics.attack_accuracy(members, nonmembers) == pytest.approx(6 / 7)
+
+
+def test_strict_rule_never_takes_the_closest_fpr_and_handles_ties():
+    # a tie between a member and a non-member at the top score: no threshold has FPR 0 with TPR > 0
+    members, nonmembers = [1.0, 0.5], [1.0] + [0.0] * 9
+    assert metrics.tpr_at_fpr(members, nonmembers, 0.05) == 0.0
+    assert metrics.tpr_at_fpr(members, nonmembers, 0.1) == pytest.approx(1.0)
+    assert metrics.roc_auc(members, nonmembers) == pytest.approx(roc_auc_score([1, 1] + [0] * 10,
+                                                                               members + nonmembers))
+
+
+def test_bootstrap_interval_contains_the_estimate_and_bad_input_is_rejected():
+    rng = np.random.default_rng(0)
+    out = metrics.membership_metrics(rng.normal(1, 1, 200), rng.normal(0, 1, 200), n_bootstrap=200)
+    assert out["auc_lo"] < out["auc"] < out["auc_hi"] and 0.7 < out["auc"] < 0.85
+    with pytest.raises(ValueError, match="need members and non-members"):
+        metrics.roc_auc([], [0.1])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.roc_auc([np.nan], [0.1])
+
+
+def test_metrics_by_domain_has_a_pooled_row():
+    scores = pd.DataFrame({"domain": ["a"] * 4 + ["b"] * 4, "is_member": [True, True, False, False] * 2,
+                           "score": [3, 2, 1, 0, 0, 1, 2, 3]})
+    table = metrics.metrics_by_domain(scores, n_bootstrap=0).set_index("domain")
+    assert table.loc["a", "auc"] == 1.0 and table.loc["b", "auc"] == 0.0 and table.loc["pooled", "auc"] == 0.5
+
+
+def test_loss_scores_are_repeatable_and_independent_of_batch_size(smoke_params, smoke_data):
+    model = models.DiffusionModel(models.build_miniature(smoke_params, smoke_data.meta["text"]))
+    rows = smoke_data.pretraining_set().head(5)
+    images, captions = smoke_data.load_images(rows, 16), list(rows["text"])
+    a = mia.loss_scores(model, images, captions, timesteps=2, noise_draws=2, batch_size=5)
+    b = mia.loss_scores(model, images, captions, timesteps=2, noise_draws=2, batch_size=2)
+    assert a.shape == (5,) and (a < 0).all()
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert not np.allclose(a, mia.loss_scores(model, images, captions, timesteps=2, noise_draws=2, seed=1))
+
+
+def test_loss_score_equals_a_hand_rolled_denoising_error(smoke_params, smoke_data):
+    model = models.DiffusionModel(models.build_miniature(smoke_params, smoke_data.meta["text"]))
+    rows = smoke_data.pretraining_set().head(1)
+    x0, text = smoke_data.load_images(rows, 16), list(rows["text"])
+    noise = torch.randn((2, 3, 16, 16), generator=torch.Generator().manual_seed(7 * 1_000_003))
+    expected = 0.0
+    with torch.no_grad():
+        for k, t in enumerate([250, 750]):
+            tt = torch.tensor([t])
+            a = model.alphas_cumprod[t]
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise[k:k + 1]
+            expected += (model.predict_noise(xt, tt, model.encode_text(text)) - noise[k:k + 1]).pow(2).mean().item()
+    got = mia.loss_scores(model, x0, text, timesteps=2, noise_draws=1, seed=7)
+    assert got[0] == pytest.approx(-expected / 2, rel=1e-4)
+
+
+def test_nearest_neighbours_find_planted_copies():
+    gen = torch.Generator().manual_seed(0)
+    refs = torch.rand((50, 3, 8, 8), generator=gen) * 2 - 1
+    queries = torch.cat([refs[[7, 31]], torch.rand((3, 3, 8, 8), generator=gen) * 2 - 1])
+    d, i = extraction.nearest_neighbours(queries, refs, batch_size=2)
+    assert i[:2].tolist() == [7, 31] and torch.allclose(d[:2], torch.zeros(2), atol=1e-4)
+    assert (d[2:] > 0.3).all()
+    brute = ((queries[:, None] - refs[None]) ** 2).flatten(2).mean(-1)
+    assert torch.equal(i, brute.argmin(1)) and torch.allclose(d, brute.min(1).values.sqrt(), atol=1e-5)
+    with pytest.raises(ValueError, match="differ in shape"):
+        extraction.nearest_neighbours(queries, refs[:, :, :4])

@@ -1,0 +1,57 @@
+import pytest
+
+from s2l_utils import config
+from s2l_utils.config import ConfigError
+
+
+def test_profiles_load_and_differ():
+    smoke, mini, sd = (config.load_profile(p) for p in ("smoke", "mini", "sd"))
+    assert mini == config.Params()  # the dataclass defaults are the mini profile
+    assert smoke.pretrain_steps < mini.pretrain_steps and smoke.private_domains < mini.private_domains
+    assert sd.image_size == 512 and sd.base_model == "CompVis/stable-diffusion-v1-1"
+    assert smoke.digest() != mini.digest()
+
+
+def test_sd_profile_names_the_papers_40_domains():
+    from s2l_utils import world
+
+    names = world.read_domains_file(config.load_profile("sd").domains_file)
+    assert len(names) == 40 and len(set(names)) == 40 and "Taylor Swift" in names
+
+
+def test_overrides_apply_and_none_keeps_the_profile_value():
+    p = config.load_profile("smoke", pretrain_steps=7, seed=None, pretrain_lr=1)
+    assert p.pretrain_steps == 7 and p.seed == 0 and p.pretrain_lr == 1.0
+
+
+def test_unknown_profile_names_the_available_ones():
+    with pytest.raises(ConfigError, match=r"unknown profile 'tiny'\. Available: mini, sd, smoke"):
+        config.load_profile("tiny")
+
+
+def test_unknown_parameter_names_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown parameters: pretrain_stepz\. Valid names: .*pretrain_steps"):
+        config.load_profile("mini", pretrain_stepz=3)
+
+
+def test_unknown_key_in_a_profile_file_is_rejected(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: smoke\nmembers_per_domain: 4\nmember_per_domain: 4\n")
+    with pytest.raises(ConfigError, match="member_per_domain"):
+        config.load_profile(str(path))
+    path.write_text("extends: smoke\nmembers_per_domain: 4\n")
+    assert config.load_profile(str(path)).members_per_domain == 4
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"image_size": 0}, "image_size"),
+    ({"pretrain_lr": -1.0}, "pretrain_lr"),
+    ({"pretrain_batch_size": 2.5}, "pretrain_batch_size"),
+    ({"unet_channels": "32,64"}, "unet_channels"),
+    ({"image_size": 18, "unet_channels": [16, 32, 64]}, "divisible by 4"),
+    ({"device": "tpu"}, "device"),
+    ({"private_domains": True}, "private_domains"),
+])
+def test_impossible_values_are_rejected(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.load_profile("mini", **override)

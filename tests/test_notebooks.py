@@ -1,0 +1,94 @@
+"""The notebooks run top to bottom under papermill on the smoke profile, through the runner users call."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from s2l_utils import paths, run
+from s2l_utils.config import ConfigError
+
+pytestmark = pytest.mark.notebooks
+
+
+@pytest.fixture(scope="module")
+def smoke_runs():
+    logs = []
+    folders = run.run("smoke", log=logs.append)
+    return folders, logs
+
+
+def test_every_notebook_has_a_tagged_parameters_cell_with_profile_and_run_dir():
+    for nb in run.available_notebooks():
+        cells = json.loads(nb.read_text())["cells"]
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, nb.name
+        assert {"profile", "run_dir"} <= run.declared_parameters(nb), nb.name
+        assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{nb.name} has outputs"
+        assert nb.with_suffix(".py").is_file(), f"{nb.name} lacks its py:percent twin"
+
+
+def test_smoke_run_writes_params_metrics_and_the_executed_notebook(smoke_runs):
+    folders, _ = smoke_runs
+    assert [f.name for f in folders] == [nb.stem for nb in run.available_notebooks()]
+    for folder in folders:
+        params = json.loads((folder / "params.json").read_text())
+        assert params["profile"] == "smoke" and params["params"]["pretrain_steps"] == 12
+        assert (folder / f"{folder.name}.ipynb").is_file()
+    setup = json.loads((folders[0] / "metrics.json").read_text())
+    assert setup["n_private_domains"] == 3 and setup["n_pretraining_images"] == 3 * 6 + 2 * 4
+    assert setup["n_nonmembers"] == 3 * 6
+    target = json.loads((folders[1] / "metrics.json").read_text())
+    assert 0.0 <= target["pooled_auc"] <= 1.0 and target["pooled_auc_lo"] <= target["pooled_auc"]
+    assert len(target["domain_auc"]) == 3
+    assert Path(target["target"], "model_index.json").is_file()
+    figures = Path(os.environ["S2L_FIGURES_DIR"]) / "smoke"
+    assert {"world.png", "loss_roc.png", "samples_vs_nearest.png"} <= {p.name for p in figures.iterdir()}
+
+
+def test_finished_runs_are_skipped_and_no_temporary_folder_remains(smoke_runs):
+    folders, _ = smoke_runs
+    stamp = (folders[1] / "metrics.json").stat().st_mtime_ns
+    logs = []
+    run.run("smoke", ["01"], log=logs.append)
+    assert logs and logs[0].startswith("skip 01_pretrain_target")
+    assert (folders[1] / "metrics.json").stat().st_mtime_ns == stamp
+    assert not list(folders[0].parent.glob(".*.running"))
+
+
+def test_bad_requests_fail_before_any_notebook_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("S2L_RUNS_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="unknown profile 'smok'"):
+        run.run("smok")
+    with pytest.raises(ConfigError, match="unknown notebook '07'"):
+        run.run("smoke", ["07"])
+    with pytest.raises(ConfigError, match="'pretrain_steps' is not declared by the notebooks being run"):
+        run.run("smoke", ["00"], {"pretrain_steps": 3})
+    with pytest.raises(ConfigError, match="unknown parameters: pretrain_stepz"):
+        run.run("smoke", ["01"], {"pretrain_stepz": 3})
+    with pytest.raises(ConfigError, match="pretrain_lr"):
+        run.run("smoke", ["01"], {"pretrain_lr": -1.0})
+    assert not list(tmp_path.rglob("*.ipynb")), "nothing ran"
+    assert run.main(["--profile", "smok"]) == 2
+
+
+def test_a_failing_notebook_is_kept_aside_and_leaves_no_finished_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("S2L_RUNS_DIR", str(tmp_path))
+    with pytest.raises(Exception, match="data folder not found"):
+        run.run("smoke", ["00"], {"data_dir": str(tmp_path / "no-such-data")})
+    roots = [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")]
+    assert len(roots) == 1, "overrides get their own run root with the effective profile"
+    root = roots[0]
+    assert (root / "profile.yaml").is_file()
+    assert not (root / "00_setup").exists()
+    assert "data folder not found" in (root / "00_setup.failed" / "error.txt").read_text()
+
+
+def test_overrides_reach_the_notebook(tmp_path, monkeypatch):
+    monkeypatch.setenv("S2L_RUNS_DIR", str(tmp_path))
+    (folder,) = run.run("smoke", ["00"], {"private_domains": 2, "public_domains": 1})
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["n_private_domains"] == 2 and metrics["n_public_domains"] == 1
+    assert json.loads((folder / "params.json").read_text())["params"]["private_domains"] == 2
+    assert folder.parent.name.startswith("smoke-") and folder.parent.parent == paths.runs_dir()

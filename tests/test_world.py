@@ -1,0 +1,123 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from s2l_utils import world
+from s2l_utils.config import ConfigError
+
+SPEC = world.WorldSpec(seed=3, image_size=16, private_domains=3, members_per_domain=5, nonmembers_per_domain=4,
+                       public_domains=2, images_per_public_domain=3)
+
+
+def _bytes(images):
+    return [np.asarray(im).tobytes() for im in images]
+
+
+def test_world_is_deterministic_for_a_seed_and_changes_with_it():
+    images_a, meta_a = world.generate_world(SPEC)
+    images_b, meta_b = world.generate_world(SPEC)
+    assert _bytes(images_a) == _bytes(images_b)
+    pd.testing.assert_frame_equal(meta_a, meta_b)
+    images_c, _ = world.generate_world(world.WorldSpec(**{**SPEC.__dict__, "seed": 4}))
+    assert _bytes(images_a) != _bytes(images_c)
+
+
+def test_world_sizes_splits_and_captions():
+    images, meta = world.generate_world(SPEC)
+    assert len(images) == 3 * (5 + 4) + 2 * 3
+    assert all(im.size == (16, 16) and im.mode == "RGB" for im in images)
+    private = meta[meta["private"]]
+    assert private["domain"].nunique() == 3 and meta.loc[~meta["private"], "domain"].nunique() == 2
+    counts = private.groupby(["domain", "split"]).size()
+    assert set(counts.xs("member", level="split")) == {5} and set(counts.xs("nonmember", level="split")) == {4}
+    assert (meta.loc[~meta["private"], "split"] == "member").all()
+    assert all(text.startswith(f"photo of {domain},") for text, domain in zip(meta["text"], meta["domain"]))
+    assert meta["file_name"].is_unique
+
+
+def test_every_image_is_unique_and_members_are_disjoint_from_nonmembers():
+    images, meta = world.generate_world(SPEC)
+    raw = _bytes(images)
+    assert len(set(raw)) == len(raw)
+    members = set(meta.loc[meta["split"] == "member", "file_name"])
+    nonmembers = set(meta.loc[meta["split"] == "nonmember", "file_name"])
+    assert members.isdisjoint(nonmembers)
+
+
+def test_identity_is_recognisable_across_photos():
+    """Leave-one-out nearest neighbour on the face region finds the right identity (chance: 1 in 6)."""
+    images, meta = world.generate_world(world.WorldSpec(seed=0, private_domains=6, members_per_domain=12,
+                                                        nonmembers_per_domain=0, public_domains=0))
+    faces = np.stack([np.asarray(im, float)[3:13, 4:12].ravel() for im in images])
+    d = ((faces[:, None] - faces[None]) ** 2).mean(-1)
+    np.fill_diagonal(d, np.inf)
+    domains = meta["domain"].to_numpy()
+    assert (domains[d.argmin(1)] == domains).mean() >= 0.85
+
+
+def test_imagefolder_round_trip(tmp_path):
+    images, meta = world.generate_world(SPEC)
+    folder = world.write_imagefolder(tmp_path / "w", images, meta)
+    data = world.ImageFolderData(folder)
+    assert len(data) == len(meta)
+    assert data.private_domains == list(dict.fromkeys(meta.loc[meta["private"], "domain"]))
+    rows = data.split(data.private_domains[0], "member")
+    x = data.load_images(rows, 16)
+    assert x.shape == (5, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
+    expected = torch.from_numpy(np.asarray(images[0], np.float32) / 127.5 - 1).permute(2, 0, 1)
+    assert torch.equal(x[0], expected)
+    assert len(data.pretraining_set()) == 3 * 5 + 2 * 3
+    assert not list(tmp_path.glob(".w-*")), "no temporary folder left behind"
+
+
+def test_real_data_layout_without_private_column_and_with_resizing(tmp_path):
+    """A user's imagefolder: larger non-square images, no ``private`` column, a domain restriction."""
+    rows = []
+    for domain in ("Ada Lovelace", "Alan Turing", "Public Person"):
+        for k, split in enumerate(["member", "member", "nonmember"] if domain != "Public Person" else ["member"]):
+            name = f"{domain.split()[1].lower()}_{k}.jpg"
+            Image.new("RGB", (48, 32), (k * 60, 10, 200)).save(tmp_path / name)
+            rows.append({"file_name": name, "text": f"a photo of {domain}", "domain": domain, "split": split})
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    data = world.ImageFolderData(tmp_path, domains=["Alan Turing"])
+    assert data.private_domains == ["Alan Turing"]
+    assert data.public_domains == ["Public Person"]
+    x = data.load_images(data.split("Alan Turing", "nonmember"), 24)
+    assert x.shape == (1, 3, 24, 24)
+    with pytest.raises(ConfigError, match="Grace Hopper"):
+        world.ImageFolderData(tmp_path, domains=["Grace Hopper"])
+    with pytest.raises(ConfigError, match="unknown domain"):
+        data.split("Nobody", "member")
+
+
+def test_bad_data_folders_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data folder not found"):
+        world.ImageFolderData(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="metadata.jsonl"):
+        world.ImageFolderData(tmp_path)
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "x", "domain": "d"}))
+    with pytest.raises(ValueError, match="split"):
+        world.ImageFolderData(tmp_path)
+
+
+def test_corrupt_image_file_names_the_file(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    row = {"file_name": "broken.png", "text": "photo of X", "domain": "X", "split": "member"}
+    (tmp_path / "metadata.jsonl").write_text(json.dumps(row))
+    data = world.ImageFolderData(tmp_path)
+    with pytest.raises(ValueError, match="corrupt or unreadable image file .*broken.png"):
+        data.load_images(data.meta, 16)
+    row["file_name"] = "absent.png"
+    (tmp_path / "metadata.jsonl").write_text(json.dumps(row))
+    with pytest.raises(FileNotFoundError, match="absent.png"):
+        world.ImageFolderData(tmp_path).load_images(pd.DataFrame([row]), 16)
+
+
+def test_load_data_caches_the_world(smoke_params, smoke_data):
+    again = world.load_data(smoke_params)
+    assert again.folder == smoke_data.folder
+    assert len(smoke_data.private_domains) == smoke_params.private_domains
