@@ -134,19 +134,16 @@ print(f"pooled AUC {pooled['auc']:.3f} [{pooled['auc_lo']:.3f}, {pooled['auc_hi'
 # %%
 # papermill_description=sampling
 pretraining = data.pretraining_set()
-prompts = [world.domain_prompt(d) for d in data.private_domains]
-prompts = (prompts * params.preview_samples)[:params.preview_samples]
-samples = sampling.generate(pipe, prompts, seed=params.seed, steps=params.sample_steps,
-                            guidance_scale=params.guidance_scale)
+domains = (data.private_domains * params.preview_samples)[:params.preview_samples]
+samples = sampling.generate(pipe, [world.domain_prompt(d) for d in domains], seed=params.seed,
+                            steps=params.sample_steps, guidance_scale=params.guidance_scale)
 train_images = data.load_images(pretraining, model.image_size)
 distances, nearest = extraction.nearest_neighbours(samples, train_images)
-neighbour_domains = pretraining["domain"].iloc[nearest.numpy()].tolist()
-preview = pd.DataFrame({"prompt": prompts, "nearest_domain": neighbour_domains,
-                        "nearest_file": pretraining["file_name"].iloc[nearest.numpy()].tolist(),
-                        "distance": distances.numpy()})
-same_identity = float((preview["nearest_domain"] == [p.removeprefix("photo of ") for p in prompts]).mean())
-run.savefig(plots.nearest_pairs(samples, train_images[nearest], distances, [p[9:] for p in prompts]),
-            "samples_vs_nearest")
+nearest_rows = pretraining.iloc[nearest.numpy()]
+preview = pd.DataFrame({"prompted_domain": domains, "nearest_domain": nearest_rows["domain"].tolist(),
+                        "nearest_file": nearest_rows["file_name"].tolist(), "distance": distances.numpy()})
+same_identity = float((preview["nearest_domain"] == preview["prompted_domain"]).mean())
+run.savefig(plots.nearest_pairs(samples, train_images[nearest], distances, domains), "samples_vs_nearest")
 print(f"{same_identity:.0%} of generations are closest to a training image of the prompted identity")
 preview.round(3)
 

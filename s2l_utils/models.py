@@ -10,6 +10,7 @@ difference: encode -> add_noise -> predict_noise -> decode, so every method and 
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import tempfile
@@ -121,13 +122,15 @@ class PixelDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, 
         x = randn_tensor((len(prompts), self.unet.config.in_channels, size, size), generator=generator,
                          device=self.unet.device, dtype=self.unet.dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=self.unet.device)
+        accepted = inspect.signature(self.scheduler.step).parameters  # DDIM takes eta, DDPM a generator...
+        step_kwargs = {k: v for k, v in {"eta": eta, "generator": generator}.items() if k in accepted}
         for t in self.progress_bar(self.scheduler.timesteps):
             model_in = torch.cat([x, x]) if use_cfg else x
             eps = self.unet(model_in, t, encoder_hidden_states=text.to(self.unet.dtype)).sample
             if use_cfg:
                 eps_uncond, eps_text = eps.chunk(2)
                 eps = eps_uncond + guidance_scale * (eps_text - eps_uncond)
-            x = self.scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
+            x = self.scheduler.step(eps, t, x, **step_kwargs).prev_sample
         images = (x.clamp(-1, 1) + 1) / 2  # [0, 1], as diffusers pipelines return
         if output_type == "pt":
             out = images
@@ -164,7 +167,9 @@ def build_miniature(params: Params, captions) -> PixelDiffusionPipeline:
         cross_attention_dim=width, attention_head_dim=8, norm_num_groups=8)
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               clip_sample=True, set_alpha_to_one=True, steps_offset=1)
-    return PixelDiffusionPipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+    pipe = PixelDiffusionPipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)  # sampling.generate shows one bar over batches instead
+    return pipe
 
 
 def tiny_random_sd_pipeline(tokenizer: CLIPTokenizer, seed: int = 0, image_size: int = 32) -> StableDiffusionPipeline:
