@@ -58,6 +58,30 @@ class Params:
     sample_steps: int = _p(50, "DDIM steps when generating")
     guidance_scale: float = _p(3.0, "classifier-free guidance scale when generating")
     preview_samples: int = _p(16, "generations shown beside their nearest training images")
+    # -- SP synthesis: the attacker's synthetic private set
+    target_domain: str = _p("", "private domain under attack; empty = the first private domain")
+    sp_level: str = _p("name", "prior knowledge: noise | class | name | captions")
+    sp_size: int = _p(64, "images in the SP set")
+    sp_sampler: str = _p("ddim", "sampler for SP synthesis: ddim | ddpm | dpmsolver")
+    sp_steps: int = _p(50, "sampling steps for SP synthesis")
+    sp_guidance: float = _p(3.0, "classifier-free guidance for SP synthesis")
+    class_prompt: str = _p("photo of a person", "generic prompt of the class level and of prior-preservation images")
+    # -- fine-tuning on the SP set
+    method: str = _p("lora", "fine-tuning method (see s2l_utils.finetune.METHODS)")
+    ft_steps: int = _p(200, "fine-tuning optimisation steps")
+    ft_batch_size: int = _p(16, "fine-tuning batch size")
+    ft_lr: float = _p(0.0, "fine-tuning learning rate; 0 = the method's default")
+    ft_checkpoint_every: int = _p(100, "fine-tuning steps between resumable checkpoints")
+    train_text_encoder: bool = _p(False, "DreamBooth / LoRA: also train the text encoder")
+    prior_preservation: bool = _p(False, "add DreamBooth's prior-preservation loss on class images")
+    prior_images: int = _p(32, "class images generated for prior preservation")
+    prior_loss_weight: float = _p(1.0, "weight of the prior-preservation loss")
+    lora_rank: int = _p(4, "LoRA rank r")
+    lora_alpha: float = _p(4.0, "LoRA alpha (scale = alpha / r)")
+    ti_num_vectors: int = _p(1, "textual inversion: embedding vectors of the placeholder token")
+    ti_initializer: str = _p("person", "textual inversion: single-token word the new embedding starts from")
+    hn_layer_structure: list[int] = _p([1, 2, 1], "hypernetwork MLP widths relative to the attention width")
+    weight_noise_scale: float = _p(0.05, "weight_noise: Gaussian noise std relative to each weight tensor's std")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -125,6 +149,23 @@ def _validate(p: Params) -> None:
     if p.image_size % downsample:
         raise ConfigError(f"image_size {p.image_size} must be divisible by {downsample} "
                           f"(the UNet halves it {len(p.unet_channels) - 1} times)")
+    for name in ["sp_size", "sp_steps", "ft_batch_size", "ft_checkpoint_every", "prior_images", "lora_rank",
+                 "ti_num_vectors", "ft_steps"]:
+        if getattr(p, name) <= 0:
+            raise ConfigError(f"parameter {name!r} must be > 0, got {getattr(p, name)}")
+    for name in ["ft_lr", "prior_loss_weight", "weight_noise_scale", "sp_guidance"]:
+        if getattr(p, name) < 0:
+            raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(p, name)}")
+    if p.lora_alpha <= 0:
+        raise ConfigError(f"parameter 'lora_alpha' must be > 0, got {p.lora_alpha}")
+    choices = {"sp_level": ("noise", "class", "name", "captions"), "sp_sampler": ("ddim", "ddpm", "dpmsolver")}
+    for name, valid in choices.items():
+        if getattr(p, name) not in valid:
+            raise ConfigError(f"parameter {name!r} must be one of {', '.join(valid)}; got {getattr(p, name)!r}")
+    if len(p.hn_layer_structure) < 2 or p.hn_layer_structure[0] != 1 or p.hn_layer_structure[-1] != 1 \
+            or min(p.hn_layer_structure) <= 0:
+        raise ConfigError("hn_layer_structure must start and end with 1 and be positive, e.g. [1, 2, 1]; "
+                          f"got {p.hn_layer_structure}")
     if p.device != "auto" and not (p.device == "cpu" or p.device.startswith("cuda")):
         raise ConfigError(f"parameter 'device' must be auto, cpu, cuda or cuda:N, got {p.device!r}")
 

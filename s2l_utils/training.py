@@ -13,6 +13,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -80,13 +81,16 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 def train(model: DiffusionModel, modules: dict[str, torch.nn.Module], images: torch.Tensor, captions: list[str],
           spec: TrainSpec, checkpoint_dir: str | Path | None = None, stop_after: int | None = None,
-          progress: bool = True, description: str = "training") -> list[float]:
+          progress: bool = True, description: str = "training", after_step: Callable[[], None] | None = None,
+          prior: tuple[torch.Tensor, list[str], float] | None = None) -> list[float]:
     """Train the parameters of ``modules`` that require grad; returns the loss of every step so far.
 
     ``modules`` maps attribute names of ``model`` ("unet", "text_encoder") to the modules that hold trainable
     parameters; they are prepared by accelerate and put back unwrapped afterwards. With ``checkpoint_dir``
     the run saves a checkpoint every ``spec.checkpoint_every`` steps and at the end, and resumes from the
-    latest one. ``stop_after`` ends the run early at that step (used to test resume).
+    latest one. ``stop_after`` ends the run early at that step (used to test resume). ``after_step`` runs
+    after every optimiser step; ``prior`` = (images, captions, weight) adds DreamBooth's prior-preservation
+    term: the same loss on a batch of class images, times ``weight``.
     """
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
@@ -131,12 +135,20 @@ def train(model: DiffusionModel, modules: dict[str, torch.nn.Module], images: to
                 x0 = model.encode(images[idx])
                 text = model.encode_text([captions[i] for i in idx])
                 loss = denoising_loss(model, x0, text, generator)
+                if prior is not None:
+                    prior_images, prior_captions, weight = prior
+                    pidx = batch_indices(len(prior_images), spec.batch_size, step, spec.seed + 1)
+                    loss = loss + weight * denoising_loss(
+                        model, model.encode(prior_images[pidx]), model.encode_text([prior_captions[i] for i in pidx]),
+                        _generator(spec.seed, 3, step))
             accelerator.backward(loss)
             if spec.max_grad_norm:
                 accelerator.clip_grad_norm_(params, spec.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if after_step is not None:
+                after_step()
             value = loss.item()
             if not math.isfinite(value):
                 raise FloatingPointError(f"loss became {value} at step {step}; lower the learning rate")

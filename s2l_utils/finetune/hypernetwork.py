@@ -1,0 +1,131 @@
+"""Hypernetwork (the AUTOMATIC1111 kind): small residual MLPs that transform the attention *context* for K and V.
+
+For every attention width of the UNet there is one MLP pair (K, V); wherever an attention layer's key input
+has that width (cross-attention on the text, and self-attention of matching width, as in A1111), the key and
+value projections see ``mlp(context)`` instead of ``context``. It runs as a diffusers attention processor that
+wraps the stock one and stays outside the UNet's state dict. The output layer starts at zero, so a fresh
+hypernetwork leaves the model exactly unchanged. Saved as safetensors with its structure in the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .base import Part
+
+WEIGHTS = "hypernetwork.safetensors"
+
+
+class HypernetworkMLP(nn.Module):
+    """x + MLP(x), widths ``structure`` x d (e.g. [1, 2, 1]); ReLU between layers; zero-initialised output."""
+
+    def __init__(self, width: int, structure: list[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(structure[:-1], structure[1:])):
+            layers.append(nn.Linear(width * a, width * b))
+            if i < len(structure) - 2:
+                layers.append(nn.ReLU())
+        for layer in layers[:-1]:
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=0.01)
+                nn.init.zeros_(layer.bias)
+        nn.init.zeros_(layers[-1].weight)
+        nn.init.zeros_(layers[-1].bias)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class Hypernetwork(nn.Module):
+    def __init__(self, widths: list[int], structure: list[int]):
+        super().__init__()
+        self.widths, self.structure = sorted(widths), list(structure)
+        self.k = nn.ModuleDict({str(w): HypernetworkMLP(w, structure) for w in self.widths})
+        self.v = nn.ModuleDict({str(w): HypernetworkMLP(w, structure) for w in self.widths})
+
+
+class _ShakenAttention:
+    """Stands in for an ``Attention`` module, passing everything through except ``to_k``/``to_v``."""
+
+    def __init__(self, attn: Attention, key_mlp: nn.Module, value_mlp: nn.Module):
+        self._attn = attn
+        self.to_k = lambda context: attn.to_k(key_mlp(context))
+        self.to_v = lambda context: attn.to_v(value_mlp(context))
+
+    def __getattr__(self, name):
+        return getattr(self._attn, name)
+
+
+class HypernetworkAttnProcessor:
+    """The stock SDPA processor, with the hypernetwork applied to the K and V context of matching width."""
+
+    def __init__(self, hypernetwork: Hypernetwork, strength: float = 1.0):
+        self.hypernetwork = hypernetwork  # a plain attribute: a processor is no nn.Module, so no state-dict keys
+        self.strength = strength
+        self.base = AttnProcessor2_0()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        key = str(attn.to_k.in_features)
+        if self.strength and key in self.hypernetwork.k:
+            k_mlp, v_mlp = self.hypernetwork.k[key], self.hypernetwork.v[key]
+            if self.strength != 1.0:
+                s = self.strength
+                k_mlp = (lambda m: lambda x: x + s * (m(x) - x))(k_mlp)
+                v_mlp = (lambda m: lambda x: x + s * (m(x) - x))(v_mlp)
+            attn = _ShakenAttention(attn, k_mlp, v_mlp)
+        return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+def attention_widths(unet) -> list[int]:
+    return sorted({m.to_k.in_features for m in unet.modules() if isinstance(m, Attention)})
+
+
+def attach(pipe, hypernetwork: Hypernetwork, strength: float = 1.0) -> None:
+    """Route every attention layer of the UNet through the hypernetwork (``strength`` 0 = the base model)."""
+    hypernetwork.to(pipe.unet.device)
+    pipe.unet.set_attn_processor(HypernetworkAttnProcessor(hypernetwork, strength))
+
+
+def detach(pipe) -> None:
+    pipe.unet.set_attn_processor(AttnProcessor2_0())
+
+
+class HypernetworkPart(Part):
+    kind = "hypernetwork"
+    default_lr = 1e-3
+
+    def prepare(self, pipe, params, domain):
+        self.hypernetwork = Hypernetwork(attention_widths(pipe.unet), params.hn_layer_structure)
+        self.hypernetwork.requires_grad_(True)
+        attach(pipe, self.hypernetwork)
+        return {"hypernetwork": self.hypernetwork}
+
+    def save(self, pipe, folder: Path) -> dict:
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.hypernetwork.state_dict().items()}
+        meta = {"widths": json.dumps(self.hypernetwork.widths), "structure": json.dumps(self.hypernetwork.structure),
+                "activation": "relu"}
+        save_file(tensors, folder / WEIGHTS, metadata=meta)
+        return {"weight_name": WEIGHTS}
+
+    @classmethod
+    def apply(cls, pipe, folder: Path, info: dict) -> None:
+        attach(pipe, load_hypernetwork(folder / info["weight_name"]).to(pipe.unet.dtype))
+
+
+def load_hypernetwork(path: str | Path) -> Hypernetwork:
+    """Rebuild a saved hypernetwork from its safetensors file (structure read from the metadata)."""
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    hypernetwork = Hypernetwork(json.loads(meta["widths"]), json.loads(meta["structure"]))
+    hypernetwork.load_state_dict(tensors)
+    return hypernetwork

@@ -1,0 +1,55 @@
+"""LoRA: low-rank adapters (peft) on the attention projections of the UNet and, optionally, the text encoder.
+
+Saved with the pipeline's ``save_lora_weights`` (``pytorch_lora_weights.safetensors`` with the adapter
+metadata, so a ``lora_alpha`` different from the rank survives the round trip) and loaded back with the
+standard ``pipe.load_lora_weights(folder)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diffusers.training_utils import cast_training_params
+from diffusers.utils import convert_state_dict_to_diffusers
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+
+from .base import Part
+
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+class LoRA(Part):
+    kind = "lora"
+    default_lr = 1e-3
+
+    def __init__(self, text_encoder: bool = False):
+        self.text_encoder = text_encoder
+
+    def prepare(self, pipe, params, domain):
+        if params.lora_rank <= 0:
+            raise ValueError(f"LoRA rank must be > 0, got {params.lora_rank}")
+        modules = {"unet": pipe.unet}
+        pipe.unet.add_adapter(LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha,
+                                         init_lora_weights="gaussian", target_modules=UNET_TARGETS))
+        if self.text_encoder:
+            pipe.text_encoder.add_adapter(LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha,
+                                                     init_lora_weights="gaussian", target_modules=TEXT_TARGETS))
+            modules["text_encoder"] = pipe.text_encoder
+        cast_training_params(list(modules.values()))
+        return modules
+
+    def save(self, pipe, folder: Path) -> dict:
+        layers = {"unet_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet)),
+                  "unet_lora_adapter_metadata": pipe.unet.peft_config["default"].to_dict()}
+        if self.text_encoder:
+            layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(
+                get_peft_model_state_dict(pipe.text_encoder))
+            layers["text_encoder_lora_adapter_metadata"] = pipe.text_encoder.peft_config["default"].to_dict()
+        type(pipe).save_lora_weights(folder, **layers)
+        return {"weight_name": "pytorch_lora_weights.safetensors", "text_encoder": self.text_encoder}
+
+    @classmethod
+    def apply(cls, pipe, folder: Path, info: dict) -> None:
+        pipe.load_lora_weights(str(folder), weight_name=info["weight_name"])

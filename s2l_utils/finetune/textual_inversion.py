@@ -1,0 +1,73 @@
+"""Textual inversion: a new placeholder token (one or more vectors) whose embedding alone is trained.
+
+The placeholder replaces the domain name in every caption ("photo of <marzanbel-lo>, smiling"). AdamW updates
+the whole embedding matrix (weight decay touches every row), so every other row is restored after each
+step. Saved as ``learned_embeds.safetensors`` ({token: (vectors, width)}), which ``pipe.load_textual_inversion``
+reads (a multi-vector token expands to ``<tok> <tok>_1 …``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .base import Part
+
+WEIGHTS = "learned_embeds.safetensors"
+
+
+def placeholder_for(domain: str) -> str:
+    return "<" + re.sub(r"[^a-z0-9]+", "-", domain.lower()).strip("-") + ">"
+
+
+def token_string(token: str, vectors: int) -> str:
+    """What a caption carries for a (multi-vector) placeholder: ``<tok> <tok>_1 …``."""
+    return " ".join([token] + [f"{token}_{i}" for i in range(1, vectors)])
+
+
+class TextualInversion(Part):
+    kind = "textual_inversion"
+    default_lr = 5e-3
+
+    def prepare(self, pipe, params, domain):
+        tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
+        self.domain, self.token, self.vectors = domain, placeholder_for(domain), params.ti_num_vectors
+        tokens = token_string(self.token, self.vectors).split()
+        if tokenizer.add_tokens(tokens) != len(tokens):
+            raise ValueError(f"placeholder {self.token} is already in the tokenizer's vocabulary")
+        init_ids = tokenizer.encode(params.ti_initializer, add_special_tokens=False)
+        if len(init_ids) != 1:
+            raise ValueError(f"ti_initializer {params.ti_initializer!r} must be a single token, got {len(init_ids)}")
+        self.ids = tokenizer.convert_tokens_to_ids(tokens)
+        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        embeddings = text_encoder.get_input_embeddings()
+        with torch.no_grad():
+            embeddings.weight[self.ids] = embeddings.weight[init_ids[0]].clone().float()
+        text_encoder.requires_grad_(False)
+        embeddings.weight.requires_grad_(True)
+        if embeddings.weight.dtype != torch.float32:
+            embeddings.weight.data = embeddings.weight.data.float()
+        self.weight = embeddings.weight
+        self.original = embeddings.weight.detach().clone()
+        self.keep = torch.ones(len(tokenizer), dtype=torch.bool)
+        self.keep[self.ids] = False
+        return {"text_encoder": text_encoder}
+
+    def rewrite(self, caption: str) -> str:
+        return caption.replace(self.domain, token_string(self.token, self.vectors))
+
+    def after_step(self) -> None:
+        with torch.no_grad():
+            self.weight[self.keep] = self.original[self.keep].to(self.weight.device)
+
+    def save(self, pipe, folder: Path) -> dict:
+        learned = self.weight.detach()[self.ids].float().cpu().contiguous()
+        save_file({self.token: learned}, folder / WEIGHTS)
+        return {"weight_name": WEIGHTS, "token": self.token, "vectors": self.vectors, "replaces": self.domain}
+
+    @classmethod
+    def apply(cls, pipe, folder: Path, info: dict) -> None:
+        pipe.load_textual_inversion(str(folder / info["weight_name"]), token=info["token"])
