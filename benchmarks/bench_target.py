@@ -2,9 +2,12 @@
 
 Prints training images/s and sampling images/s (one DDIM step = one image-step through the UNet, with
 classifier-free guidance doubling the batch), the FLOPs each takes (counted by torch's FlopCounterMode), and
-the fraction of this machine's measured fp32 matmul FLOP/s they reach. Usage:
+the fraction of this machine's measured fp32 matmul FLOP/s they reach. With ``--methods`` it also times the
+fine-tuning steps/s of every method on the profile's SP set (needs the profile's target, i.e. notebook 01
+run once): each method runs twice, with few and more steps, and the difference removes the fixed cost of
+loading and saving. Usage:
 
-    python benchmarks/bench_target.py [--profile mini] [--repeats 5]
+    python benchmarks/bench_target.py [--profile mini] [--repeats 5] [--methods]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="mini")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--methods", action="store_true", help="also time fine-tuning steps/s per method")
     args = parser.parse_args()
     params = load_profile(args.profile)
     data = world.load_data(params)
@@ -79,6 +83,30 @@ def main() -> None:
           f"{sample_flops / sample_s / 1e9:.1f} GFLOP/s = {sample_flops / sample_s / peak:.1%} of matmul peak")
     print(f"machine: {torch.get_num_threads()} threads, fp32 matmul peak measured at {peak / 1e9:.1f} GFLOP/s; "
           f"UNet {sum(p.numel() for p in pipe.unet.parameters()):,} parameters ({args.profile} profile)")
+
+
+    if args.methods:
+        bench_methods(params)
+
+
+def bench_methods(params, short: int = 10, long: int = 40) -> None:
+    import dataclasses
+    import tempfile
+
+    from s2l_utils import finetune, s2l
+
+    setting = s2l.prepare(params, "cpu", progress=False)
+    print(f"fine-tuning, batch {params.ft_batch_size}, {len(setting.sp_set)} SP images:")
+    for method in finetune.METHODS:
+        if not any(part.trains for part in finetune.get_method(method).build(params)):
+            continue
+        seconds = []
+        for steps in (short, long):
+            with tempfile.TemporaryDirectory() as out:
+                run = dataclasses.replace(setting, params=dataclasses.replace(params, method=method, ft_steps=steps))
+                seconds.append(s2l.shake(run, out, "cpu", progress=False).seconds)
+        rate = (long - short) / (seconds[1] - seconds[0])
+        print(f"  {method:18s} {rate:5.1f} steps/s = {rate * params.ft_batch_size:6.1f} images/s")
 
 
 if __name__ == "__main__":

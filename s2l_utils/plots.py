@@ -45,12 +45,12 @@ def world_overview(data: ImageFolderData, size: int, per_split: int = 4):
     return fig
 
 
-def loss_curve(history: pd.DataFrame, window: int = 50):
+def loss_curve(history: pd.DataFrame, window: int = 50, title: str = "Pretraining loss of the target"):
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.plot(history["step"], history["loss"], alpha=0.3, lw=0.8, label="per step")
     ax.plot(history["step"], history["loss"].rolling(window, min_periods=1).mean(), lw=1.5,
             label=f"mean of {window}")
-    ax.set(xlabel="step", ylabel="ε-MSE", yscale="log", title="Pretraining loss of the target")
+    ax.set(xlabel="step", ylabel="ε-MSE", yscale="log", title=title)
     ax.legend()
     fig.tight_layout()
     return fig
@@ -104,5 +104,22 @@ def domain_bars(table: pd.DataFrame, value: str, lo: str | None = None, hi: str 
     if chance is not None:
         ax.axvline(chance, color="grey", ls="--", lw=0.8)
     ax.set(xlabel=value, title=title)
+    fig.tight_layout()
+    return fig
+
+
+def image_rows(rows: dict[str, torch.Tensor], title: str = "", per_row: int = 8):
+    """One labelled row of images per entry (e.g. real members / SP set, or target / fine-tuned)."""
+    fig, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 0.9 + 1.5, len(rows) * 0.95 + 0.4),
+                             squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c, ax in enumerate(axes[r]):
+            if c < len(images):
+                _show(ax, images[c])
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -124,23 +124,26 @@ def train(model: DiffusionModel, modules: dict[str, torch.nn.Module], images: to
         step, losses = state["step"], state["losses"]
 
     end = spec.steps if stop_after is None else min(stop_after, spec.steps)
+    # under `accelerate launch`, each of `world` processes takes its share of a global batch of batch_size x world
+    world, rank = accelerator.num_processes, accelerator.process_index
     for module in wrapped:
         module.train()
     try:
-        bar = tqdm(total=spec.steps, initial=step, desc=description, disable=not progress, mininterval=1.0)
+        bar = tqdm(total=spec.steps, initial=step, desc=description, mininterval=1.0,
+                   disable=not progress or not accelerator.is_main_process)
         while step < end:
-            idx = batch_indices(len(images), spec.batch_size, step, spec.seed)
-            generator = _generator(spec.seed, 2, step)
+            idx = batch_indices(len(images), spec.batch_size * world, step, spec.seed)[rank::world]
+            generator = _generator(spec.seed, 2, step * world + rank)
             with accelerator.autocast():
                 x0 = model.encode(images[idx])
                 text = model.encode_text([captions[i] for i in idx])
                 loss = denoising_loss(model, x0, text, generator)
                 if prior is not None:
                     prior_images, prior_captions, weight = prior
-                    pidx = batch_indices(len(prior_images), spec.batch_size, step, spec.seed + 1)
+                    pidx = batch_indices(len(prior_images), spec.batch_size * world, step, spec.seed + 1)[rank::world]
                     loss = loss + weight * denoising_loss(
                         model, model.encode(prior_images[pidx]), model.encode_text([prior_captions[i] for i in pidx]),
-                        _generator(spec.seed, 3, step))
+                        _generator(spec.seed, 3, step * world + rank))
             accelerator.backward(loss)
             if spec.max_grad_norm:
                 accelerator.clip_grad_norm_(params, spec.max_grad_norm)
@@ -169,8 +172,13 @@ def train(model: DiffusionModel, modules: dict[str, torch.nn.Module], images: to
 def _save_checkpoint(accelerator: Accelerator, folder: Path, step: int, losses: list[float], spec: TrainSpec) -> None:
     """Write a checkpoint to a temporary folder and rename it, so a crash never leaves a half checkpoint."""
     tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
-    (tmp / STATE_FILE).write_text(json.dumps({"step": step, "losses": losses, "spec": asdict(spec)}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, "losses": losses, "spec": asdict(spec)}))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    accelerator.wait_for_everyone()

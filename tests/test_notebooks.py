@@ -47,6 +47,23 @@ def test_smoke_run_writes_params_metrics_and_the_executed_notebook(smoke_runs):
     assert {"world.png", "loss_roc.png", "samples_vs_nearest.png"} <= {p.name for p in figures.iterdir()}
 
 
+def test_fine_tuning_notebooks_record_their_method_and_a_loadable_artefact(smoke_runs):
+    from s2l_utils import finetune
+
+    folders, _ = smoke_runs
+    by_name = {f.name: f for f in folders}
+    sp = json.loads((by_name["02_sp_synthesis"] / "metrics.json").read_text())
+    assert sp["sp_size"] == 6 and sp["sp_level"] == "name" and 0 <= sp["sp_share_closest_to_domain"] <= 1
+    expected = {"03_dreambooth": "dreambooth", "04_textual_inversion": "textual_inversion", "05_lora": "lora",
+                "06_hypernetwork": "hypernetwork", "07_end2end": "end2end", "08_combinations": "dreambooth_lora"}
+    for name, method in expected.items():
+        metrics = json.loads((by_name[name] / "metrics.json").read_text())
+        assert metrics["method"] == method and metrics["domain"] == sp["domain"]
+        assert 0 <= metrics["loss_auc_before"] <= 1 and 0 <= metrics["loss_auc_after"] <= 1
+        assert metrics["trainable_parameters"] > 0 and metrics["final_loss"] > 0
+        assert finetune.load_finetuned(by_name[name] / metrics["artefact"], device="cpu").method == method
+
+
 def test_finished_runs_are_skipped_and_no_temporary_folder_remains(smoke_runs):
     folders, _ = smoke_runs
     stamp = (folders[1] / "metrics.json").stat().st_mtime_ns

@@ -46,10 +46,11 @@ def loss_scores(model: DiffusionModel, images: torch.Tensor, captions: list[str]
 
 
 def score_domains(score_fn, model: DiffusionModel, data: ImageFolderData, domains: list[str] | None = None,
-                  progress: bool = True, **kwargs) -> pd.DataFrame:
+                  progress: bool = True, rewrite=None, **kwargs) -> pd.DataFrame:
     """Score every member and non-member image of each private domain with ``score_fn``.
 
-    Returns a tidy table: domain, file_name, is_member, score (higher = more likely member).
+    ``rewrite`` maps the captions to how the model knows the domain (``Finetuned.rewrite`` for textual
+    inversion). Returns a tidy table: domain, file_name, is_member, score (higher = more likely member).
     """
     domains = data.private_domains if domains is None else domains
     if not domains:
@@ -60,7 +61,8 @@ def score_domains(score_fn, model: DiffusionModel, data: ImageFolderData, domain
             rows = data.split(domain, split)
             if rows.empty:
                 raise ValueError(f"domain {domain!r} has no {split} images")
-            scores = score_fn(model, data.load_images(rows, model.image_size), list(rows["text"]), **kwargs)
+            captions = rewrite(list(rows["text"])) if rewrite else list(rows["text"])
+            scores = score_fn(model, data.load_images(rows, model.image_size), captions, **kwargs)
             tables.append(pd.DataFrame({"domain": domain, "file_name": rows["file_name"],
                                         "is_member": split == "member", "score": scores}))
     return pd.concat(tables, ignore_index=True)

@@ -124,11 +124,12 @@ def finetune(method: str, params: Params, sp_set: ImageFolderData, out_dir: str 
     modules: dict = {}
     for part in parts:
         modules.update(part.prepare(pipe, params, domain))
-    trainable = sum(p.numel() for m in {id(m): m for m in modules.values()}.values()
-                    for p in m.parameters() if p.requires_grad)
+    trainable = sum(part.trained_parameters(pipe) for part in parts)
     losses: list[float] = []
     if any(part.trains for part in parts):
         model = DiffusionModel(pipe)
+        if model.device.type == "cuda":  # trade compute for memory on real SD
+            pipe.unet.enable_gradient_checkpointing()
         rows = sp_set.pretraining_set()
         captions = list(rows["text"])
         for part in parts:
@@ -189,3 +190,12 @@ def load_finetuned(folder: str | Path, device: str = "auto") -> Finetuned:
     for part in info["parts"]:
         PARTS[part["kind"]].apply(pipe, folder, part)
     return Finetuned(pipe, info["method"], info)
+
+
+def changed_tensors(before: torch.nn.Module, after: torch.nn.Module) -> pd.DataFrame:
+    """Per-tensor comparison of two modules with the same state-dict keys: did it change, by how much."""
+    a, b = before.state_dict(), after.state_dict()
+    rows = [{"tensor": k, "changed": not torch.equal(a[k], b[k].to(a[k].device)),
+             "relative_change": float((b[k].float().cpu() - a[k].float().cpu()).norm() / (a[k].float().norm() + 1e-12))}
+            for k in a if k in b and a[k].shape == b[k].shape]
+    return pd.DataFrame(rows)

@@ -31,6 +31,10 @@ class Part:
     def prepare(self, pipe, params: Params, domain: str) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
 
+    def trained_parameters(self, pipe) -> int:
+        """How many parameter values this part actually changes (called after ``prepare``)."""
+        raise NotImplementedError
+
     def rewrite(self, caption: str) -> str:
         return caption
 

@@ -27,6 +27,10 @@ class FullWeights(Part):
             modules[name] = module
         return modules
 
+    def trained_parameters(self, pipe) -> int:
+        return sum(p.numel() for name in self.components if getattr(pipe, name, None) is not None
+                   for p in getattr(pipe, name).parameters())
+
     def save(self, pipe, folder: Path) -> dict:
         saved = [name for name in self.components if getattr(pipe, name, None) is not None]
         for name in saved:

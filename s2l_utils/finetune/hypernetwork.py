@@ -109,6 +109,9 @@ class HypernetworkPart(Part):
         attach(pipe, self.hypernetwork)
         return {"hypernetwork": self.hypernetwork}
 
+    def trained_parameters(self, pipe) -> int:
+        return sum(p.numel() for p in self.hypernetwork.parameters())
+
     def save(self, pipe, folder: Path) -> dict:
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.hypernetwork.state_dict().items()}
         meta = {"widths": json.dumps(self.hypernetwork.widths), "structure": json.dumps(self.hypernetwork.structure),

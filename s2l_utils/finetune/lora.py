@@ -40,6 +40,10 @@ class LoRA(Part):
         cast_training_params(list(modules.values()))
         return modules
 
+    def trained_parameters(self, pipe) -> int:
+        modules = [pipe.unet] + ([pipe.text_encoder] if self.text_encoder else [])
+        return sum(p.numel() for m in modules for n, p in m.named_parameters() if "lora_" in n)
+
     def save(self, pipe, folder: Path) -> dict:
         layers = {"unet_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet)),
                   "unet_lora_adapter_metadata": pipe.unet.peft_config["default"].to_dict()}

@@ -56,6 +56,9 @@ class TextualInversion(Part):
         self.keep[self.ids] = False
         return {"text_encoder": text_encoder}
 
+    def trained_parameters(self, pipe) -> int:
+        return len(self.ids) * self.weight.shape[1]  # the optimiser sees every row; all but these are restored
+
     def rewrite(self, caption: str) -> str:
         return caption.replace(self.domain, token_string(self.token, self.vectors))
 

@@ -34,6 +34,9 @@ class WeightNoise(Part):
         perturb(pipe.unet, self.scale, self.seed)
         return {}
 
+    def trained_parameters(self, pipe) -> int:
+        return 0  # every UNet weight moves, but nothing is trained
+
     def save(self, pipe, folder: Path) -> dict:
         return {"scale": self.scale, "seed": self.seed, "component": "unet"}
 
