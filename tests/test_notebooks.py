@@ -78,8 +78,8 @@ def test_bad_requests_fail_before_any_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("S2L_RUNS_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="unknown profile 'smok'"):
         run.run("smok")
-    with pytest.raises(ConfigError, match="unknown notebook '07'"):
-        run.run("smoke", ["07"])
+    with pytest.raises(ConfigError, match="unknown notebook '77'"):
+        run.run("smoke", ["77"])
     with pytest.raises(ConfigError, match="'pretrain_steps' is not declared by the notebooks being run"):
         run.run("smoke", ["00"], {"pretrain_steps": 3})
     with pytest.raises(ConfigError, match="unknown parameters: pretrain_stepz"):
