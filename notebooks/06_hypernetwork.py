@@ -51,9 +51,12 @@ hn_layer_structure = None  # MLP widths relative to the attention width, e.g. [1
 import pandas as pd
 import torch
 
-from s2l_utils import finetune, notebook, plots, s2l
+from s2l_utils import finetune, notebook, s2l
 
-run = notebook.start("06_hypernetwork", profile, run_dir, method="hypernetwork", target_domain=target_domain, sp_level=sp_level, sp_size=sp_size, ft_steps=ft_steps, ft_batch_size=ft_batch_size, ft_lr=ft_lr, seed=seed, hn_layer_structure=hn_layer_structure)
+run = notebook.start("06_hypernetwork", profile, run_dir, method="hypernetwork",
+                     target_domain=target_domain, sp_level=sp_level, sp_size=sp_size, ft_steps=ft_steps,
+                     ft_batch_size=ft_batch_size, ft_lr=ft_lr, seed=seed,
+                     hn_layer_structure=hn_layer_structure)
 params = run.params
 setting = s2l.prepare(params, str(run.device))
 print(f"attacking {setting.domain!r} with {len(setting.sp_set)} SP images ({params.sp_level} level); "
@@ -66,13 +69,7 @@ print(f"attacking {setting.domain!r} with {len(setting.sp_set)} SP images ({para
 
 # %%
 # papermill_description=fine-tuning
-result = s2l.shake(setting, run.dir, str(run.device))
-tuned = finetune.load_finetuned(result.folder, str(run.device))
-print(f"{result.trainable_parameters:,} trainable parameters, {result.seconds:.0f} s; artefact: "
-      f"{sorted(p.name for p in result.folder.iterdir())}")
-if len(result.history):
-    run.savefig(plots.loss_curve(result.history, window=20, title=f"{params.method} on the SP set"),
-                f"{params.method}_loss")
+result, tuned = s2l.shake(setting, run)
 
 # %% [markdown]
 # ## What changed
@@ -94,15 +91,6 @@ print(f"widths {net.widths}, structure {net.structure}, {sum(p.numel() for p in 
 
 # %%
 # papermill_description=first-look
-images, attack = s2l.first_look(setting, tuned)
-run.savefig(plots.image_rows(images, f"{setting.domain}: before and after {params.method}"),
-            f"{params.method}_before_after")
-run.save_table(attack, "loss_attack_before_after")
+attack = s2l.first_look(setting, tuned, run)
+s2l.log_finetune(run, setting, result, attack)
 attack.round(3)
-
-# %%
-run.log_metrics(method=params.method, domain=setting.domain, sp_level=params.sp_level, sp_size=len(setting.sp_set),
-                trainable_parameters=result.trainable_parameters, finetune_seconds=result.seconds,
-                final_loss=float(result.history["loss"].tail(20).mean()) if len(result.history) else None,
-                artefact=str(result.folder.relative_to(run.dir)), loss_auc_before=float(attack["auc"].iloc[0]),
-                loss_auc_after=float(attack["auc"].iloc[1]))
