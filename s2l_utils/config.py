@@ -131,33 +131,25 @@ def check_names(names, valid=PARAM_NAMES, where: str = "parameters") -> None:
         raise ConfigError(f"unknown {where}: {', '.join(unknown)}. Valid names: {', '.join(sorted(valid))}")
 
 
+POSITIVE = ("image_size", "private_domains", "members_per_domain", "nonmembers_per_domain", "pretrain_batch_size",
+            "checkpoint_every", "loss_timesteps", "loss_noise_draws", "sample_steps", "text_width", "pretrain_lr",
+            "sp_size", "sp_steps", "ft_steps", "ft_batch_size", "ft_checkpoint_every", "prior_images", "lora_rank",
+            "lora_alpha", "ti_num_vectors")
+NON_NEGATIVE = ("public_domains", "images_per_public_domain", "pretrain_steps", "preview_samples", "ft_lr",
+                "prior_loss_weight", "weight_noise_scale", "sp_guidance")
+
+
 def _validate(p: Params) -> None:
-    positive = ["image_size", "private_domains", "members_per_domain", "nonmembers_per_domain",
-                "pretrain_batch_size", "checkpoint_every", "loss_timesteps", "loss_noise_draws",
-                "sample_steps", "text_width"]
-    for name in positive:
-        if getattr(p, name) <= 0:
-            raise ConfigError(f"parameter {name!r} must be > 0, got {getattr(p, name)}")
-    for name in ["public_domains", "images_per_public_domain", "pretrain_steps", "preview_samples"]:
-        if getattr(p, name) < 0:
-            raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(p, name)}")
-    if p.pretrain_lr <= 0:
-        raise ConfigError(f"parameter 'pretrain_lr' must be > 0, got {p.pretrain_lr}")
+    for names, ok, rule in ((POSITIVE, lambda v: v > 0, "> 0"), (NON_NEGATIVE, lambda v: v >= 0, ">= 0")):
+        for name in names:
+            if not ok(getattr(p, name)):
+                raise ConfigError(f"parameter {name!r} must be {rule}, got {getattr(p, name)}")
     if not p.unet_channels:
         raise ConfigError("parameter 'unet_channels' must name at least one block width")
     downsample = 2 ** (len(p.unet_channels) - 1)
     if p.image_size % downsample:
         raise ConfigError(f"image_size {p.image_size} must be divisible by {downsample} "
                           f"(the UNet halves it {len(p.unet_channels) - 1} times)")
-    for name in ["sp_size", "sp_steps", "ft_batch_size", "ft_checkpoint_every", "prior_images", "lora_rank",
-                 "ti_num_vectors", "ft_steps"]:
-        if getattr(p, name) <= 0:
-            raise ConfigError(f"parameter {name!r} must be > 0, got {getattr(p, name)}")
-    for name in ["ft_lr", "prior_loss_weight", "weight_noise_scale", "sp_guidance"]:
-        if getattr(p, name) < 0:
-            raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(p, name)}")
-    if p.lora_alpha <= 0:
-        raise ConfigError(f"parameter 'lora_alpha' must be > 0, got {p.lora_alpha}")
     choices = {"sp_level": ("noise", "class", "name", "captions"), "sp_sampler": ("ddim", "ddpm", "dpmsolver")}
     for name, valid in choices.items():
         if getattr(p, name) not in valid:
