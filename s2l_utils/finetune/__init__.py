@@ -41,7 +41,7 @@ from .base import Method, Part
 from .full_weights import FullWeights
 from .hypernetwork import HypernetworkPart
 from .lora import LoRA
-from .textual_inversion import TextualInversion, token_string
+from .textual_inversion import TextualInversion
 from .weight_noise import WeightNoise
 
 ARTEFACT_INFO = "finetune.json"
@@ -173,9 +173,7 @@ class Finetuned:
     def rewrite(self, captions: list[str]) -> list[str]:
         """Captions as this model knows the domain (the placeholder token in place of the name, for TI)."""
         for part in self.info["parts"]:
-            if part["kind"] == TextualInversion.kind:
-                replacement = token_string(part["token"], part["vectors"])
-                captions = [c.replace(part["replaces"], replacement) for c in captions]
+            captions = [PARTS[part["kind"]].rewrite_saved(c, part) for c in captions]
         return list(captions)
 
 

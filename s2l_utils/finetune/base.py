@@ -12,7 +12,7 @@ A method is a named list of parts; combinations are lists of several, so nothing
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +38,11 @@ class Part:
     def rewrite(self, caption: str) -> str:
         return caption
 
+    @classmethod
+    def rewrite_saved(cls, caption: str, info: dict) -> str:
+        """``rewrite`` for a loaded artefact, from the facts ``save`` returned."""
+        return caption
+
     def after_step(self) -> None:
         pass
 
@@ -58,7 +63,6 @@ class Method:
     description: str
     parts: Callable[[Params], list[Part]]
     notebook: str = ""
-    defaults: dict = field(default_factory=dict)  # parameter values the method implies (e.g. text encoder on)
 
     def build(self, params: Params) -> list[Part]:
         return self.parts(params)

@@ -60,7 +60,11 @@ class TextualInversion(Part):
         return len(self.ids) * self.weight.shape[1]  # the optimiser sees every row; all but these are restored
 
     def rewrite(self, caption: str) -> str:
-        return caption.replace(self.domain, token_string(self.token, self.vectors))
+        return self.rewrite_saved(caption, {"replaces": self.domain, "token": self.token, "vectors": self.vectors})
+
+    @classmethod
+    def rewrite_saved(cls, caption: str, info: dict) -> str:
+        return caption.replace(info["replaces"], token_string(info["token"], info["vectors"]))
 
     def after_step(self) -> None:
         with torch.no_grad():
