@@ -5,9 +5,10 @@ classifier-free guidance doubling the batch), the FLOPs each takes (counted by t
 the fraction of this machine's measured fp32 matmul FLOP/s they reach. With ``--methods`` it also times the
 fine-tuning steps/s of every method on the profile's SP set (needs the profile's target, i.e. notebook 01
 run once): each method runs twice, with few and more steps, and the difference removes the fixed cost of
-loading and saving. Usage:
+loading and saving. With ``--attacks`` it times every membership-inference attack (images/s and UNet calls
+per image) and extraction matching. Usage:
 
-    python benchmarks/bench_target.py [--profile mini] [--repeats 5] [--methods]
+    python benchmarks/bench_target.py [--profile mini] [--repeats 5] [--attacks] [--methods]
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--profile", default="mini")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--methods", action="store_true", help="also time fine-tuning steps/s per method")
+    parser.add_argument("--attacks", action="store_true", help="also time every attack and extraction matching")
     args = parser.parse_args()
     params = load_profile(args.profile)
     data = world.load_data(params)
@@ -85,13 +87,36 @@ def main() -> None:
           f"UNet {sum(p.numel() for p in pipe.unet.parameters()):,} parameters ({args.profile} profile)")
 
 
+    if args.attacks:
+        bench_attacks(params, data, pipe, args.repeats)
     if args.methods:
         bench_methods(params)
+
+
+def bench_attacks(params, data, pipe, repeats: int) -> None:
+    """Images/s of each membership-inference attack (and its UNet calls per image), and the speed of
+    extraction matching: 10k generations against 10k training images with the tiled L2."""
+    from s2l_utils.attacks import extraction, suite
+
+    rows = data.pretraining_set().head(params.attack_batch_size)
+    images, captions = data.load_images(rows, params.image_size), list(rows["text"])
+    model = models.DiffusionModel(pipe)
+    print(f"attacks, batch {len(images)}:")
+    for attack, score in suite.SCORERS.items():
+        seconds = best_seconds(lambda: score(model, images, captions, params), repeats)
+        calls = suite.UNET_CALLS[attack](params)
+        print(f"  {attack:12s} {len(images) / seconds:7.1f} images/s, {calls:3d} UNet calls per image")
+    queries = torch.rand(10_000, 3, params.image_size, params.image_size) * 2 - 1
+    references = torch.rand(10_000, 3, params.image_size, params.image_size) * 2 - 1
+    seconds = best_seconds(lambda: extraction.nearest_neighbours(queries, references, params.extraction_tiles), 1)
+    print(f"extraction matching: 10k x 10k tiled L2 ({params.extraction_tiles}x{params.extraction_tiles} tiles, "
+          f"{params.image_size} px) in {seconds:.1f} s = {1e8 / seconds / 1e6:.0f} M pairs/s")
 
 
 def bench_methods(params, short: int = 10, long: int = 40) -> None:
     import dataclasses
     import tempfile
+    from pathlib import Path
 
     from s2l_utils import finetune, s2l
 
@@ -103,8 +128,9 @@ def bench_methods(params, short: int = 10, long: int = 40) -> None:
         seconds = []
         for steps in (short, long):
             with tempfile.TemporaryDirectory() as out:
-                run = dataclasses.replace(setting, params=dataclasses.replace(params, method=method, ft_steps=steps))
-                seconds.append(s2l.shake(run, out, "cpu", progress=False).seconds)
+                tuned = dataclasses.replace(params, method=method, ft_steps=steps)
+                seconds.append(finetune.finetune(method, tuned, setting.sp_set, Path(out), setting.domain,
+                                                 setting.prior_set, "cpu", progress=False).seconds)
         rate = (long - short) / (seconds[1] - seconds[0])
         print(f"  {method:18s} {rate:5.1f} steps/s = {rate * params.ft_batch_size:6.1f} images/s")
 

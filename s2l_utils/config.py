@@ -20,6 +20,13 @@ import yaml
 from . import paths
 
 
+ATTACKS = ("loss", "secmi_paper", "secmi_ldm", "pia", "pian")
+
+
+EXPERIMENT_METHODS = ("dreambooth", "textual_inversion", "lora", "hypernetwork", "end2end", "dreambooth_lora",
+                      "ti_lora", "lora_hypernetwork")
+
+
 def _p(default, help: str):
     """A parameter: its default and the one-line help that error messages and the README show."""
     if isinstance(default, list):
@@ -68,7 +75,7 @@ class Params:
     class_prompt: str = _p("photo of a person", "generic prompt of the class level and of prior-preservation images")
     # -- fine-tuning on the SP set
     method: str = _p("lora", "fine-tuning method (see s2l_utils.finetune.METHODS)")
-    ft_steps: int = _p(200, "fine-tuning optimisation steps")
+    ft_steps: int = _p(100, "fine-tuning optimisation steps")
     ft_batch_size: int = _p(16, "fine-tuning batch size")
     ft_lr: float = _p(0.0, "fine-tuning learning rate; 0 = the method's default")
     ft_checkpoint_every: int = _p(100, "fine-tuning steps between resumable checkpoints")
@@ -82,6 +89,41 @@ class Params:
     ti_initializer: str = _p("person", "textual inversion: single-token word the new embedding starts from")
     hn_layer_structure: list[int] = _p([1, 2, 1], "hypernetwork MLP widths relative to the attention width")
     weight_noise_scale: float = _p(0.05, "weight_noise: Gaussian noise std relative to each weight tensor's std")
+    # -- privacy attacks
+    models: list[str] = _p(["target", "runs"], "models to attack: target | runs (every finished fine-tuning run "
+                           "of this profile) | a run name such as 05_lora | a run or artefact folder")
+    attacks: list[str] = _p(list(ATTACKS), "membership-inference attacks: " + " | ".join(ATTACKS))
+    attack_domains: int = _p(0, "private domains attacked by 09 / 10 (the first N); 0 = all")
+    attack_batch_size: int = _p(64, "images per batch when scoring")
+    secmi_t: int = _p(100, "SecMI: timestep t_sec of the t-error (the LDM code released with S2L uses 140)")
+    secmi_k: int = _p(10, "SecMI: DDIM stride k of the inversion and of the t-error")
+    pia_t: int = _p(200, "PIA / PIAN: the timestep of the one jump (fixed beforehand)")
+    extraction_samples: int = _p(500, "extraction: generations per domain prompt")
+    extraction_steps: int = _p(10, "extraction: DDIM steps per generation")
+    extraction_tiles: int = _p(4, "extraction: tiled L2 over a grid of N x N tiles (Carlini et al.: 4)")
+    extraction_percentile: float = _p(1.0, "extraction: threshold = this percentile of held-out non-members' "
+                                           "nearest distances to the training set")
+    clip_model: str = _p("", "extraction: optional local CLIP vision model folder for an embedding pre-filter")
+    clip_candidates: int = _p(50, "extraction: training images the CLIP pre-filter keeps per generation")
+    # -- experiments (11-13): cells of method x attacked domain x seed, each with its conditions
+    methods: list[str] = _p(list(EXPERIMENT_METHODS), "fine-tuning methods of the main experiment")
+    experiment_domains: int = _p(1, "private domains attacked in the experiments (the first N); 0 = all")
+    seeds: list[int] = _p([0], "seeds of the experiments (SP set, fine-tuning, attack noise)")
+    conditions: list[str] = _p(["s2l", "cross_domain", "real_nonmember"],
+                               "fine-tuning conditions: s2l | cross_domain | real_nonmember | domain_transfer")
+    main_extraction_samples: int = _p(64, "experiments: generations per model for the extraction counts")
+    n_bootstrap: int = _p(500, "bootstrap draws of every confidence interval")
+    transfer_domains: int = _p(2, "domain transfer: public domains (closest to the SP set) whose real images are added")
+    ablation_domains: int = _p(1, "12: private domains of the ablations and the map (the first N); 0 = all")
+    ablation_seeds: list[int] = _p([0], "12: seeds of the ablations and the map")
+    ablation_levels: list[str] = _p(["noise", "class", "name", "captions"], "12: prior-knowledge levels")
+    ablation_sp_sizes: list[int] = _p([16, 64, 256], "12: SP-set sizes")
+    ablation_steps: list[int] = _p([50, 100, 400], "12: fine-tuning steps")
+    ablation_lrs: list[float] = _p([1e-5, 1e-4, 1e-3], "12: fine-tuning learning rates")
+    map_lrs: list[float] = _p([1e-6, 1e-4, 1e-2], "12, S2L map: learning rates (down to the paper's gentle 1e-6)")
+    map_steps: list[int] = _p([50, 400], "12, S2L map: fine-tuning steps")
+    map_pretrain_steps: list[int] = _p([1600], "12, S2L map: pretraining steps of the target (how strongly it memorised)")
+    publish: bool = _p(True, "14: write the results section into README.md and the tables into data/results/")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -109,17 +151,33 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in paths.profiles_dir().glob("*.yaml"))
 
 
+def _as_float(value):
+    """Numbers for float parameters: ints, and strings such as "1e-5" (which YAML 1.1 reads as text)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _coerce(name: str, value):
     expected = _TYPES[name]
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
     if typing.get_origin(expected) is list:
         item = typing.get_args(expected)[0]
         if isinstance(value, tuple):
             value = list(value)
+        if isinstance(value, list) and item is float:
+            value = [_as_float(v) for v in value]
         if isinstance(value, list) and all(isinstance(v, item) and not isinstance(v, bool) for v in value):
             return value
         raise ConfigError(f"parameter {name!r} must be a list of {item.__name__}, got {value!r}")
+    if expected is float:
+        value = _as_float(value)
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
         raise ConfigError(f"parameter {name!r} must be {expected.__name__}, got {value!r} ({type(value).__name__})")
     return value
@@ -134,9 +192,13 @@ def check_names(names, valid=PARAM_NAMES, where: str = "parameters") -> None:
 POSITIVE = ("image_size", "private_domains", "members_per_domain", "nonmembers_per_domain", "pretrain_batch_size",
             "checkpoint_every", "loss_timesteps", "loss_noise_draws", "sample_steps", "text_width", "pretrain_lr",
             "sp_size", "sp_steps", "ft_steps", "ft_batch_size", "ft_checkpoint_every", "prior_images", "lora_rank",
-            "lora_alpha", "ti_num_vectors")
+            "lora_alpha", "ti_num_vectors", "attack_batch_size", "secmi_t", "secmi_k", "pia_t",
+            "extraction_samples", "extraction_steps", "extraction_tiles", "clip_candidates",
+            "main_extraction_samples", "transfer_domains")
 NON_NEGATIVE = ("public_domains", "images_per_public_domain", "pretrain_steps", "preview_samples", "ft_lr",
-                "prior_loss_weight", "weight_noise_scale", "sp_guidance")
+                "prior_loss_weight", "weight_noise_scale", "sp_guidance", "attack_domains",
+                "extraction_percentile", "experiment_domains", "n_bootstrap",
+                "ablation_domains")
 
 
 def _validate(p: Params) -> None:
@@ -158,6 +220,22 @@ def _validate(p: Params) -> None:
             or min(p.hn_layer_structure) <= 0:
         raise ConfigError("hn_layer_structure must start and end with 1 and be positive, e.g. [1, 2, 1]; "
                           f"got {p.hn_layer_structure}")
+    unknown = sorted(set(p.attacks) - set(ATTACKS))
+    if unknown or not p.attacks:
+        raise ConfigError(f"unknown attacks {unknown or p.attacks}; choose from {', '.join(ATTACKS)}")
+    if p.secmi_t % p.secmi_k:
+        raise ConfigError(f"secmi_t {p.secmi_t} must be a multiple of secmi_k {p.secmi_k} (the DDIM stride)")
+    if p.extraction_percentile > 100:
+        raise ConfigError(f"extraction_percentile must be <= 100, got {p.extraction_percentile}")
+    for name in ("methods", "seeds", "ablation_seeds", "conditions", "ablation_levels", "ablation_sp_sizes", "ablation_steps",
+                 "ablation_lrs", "map_lrs", "map_steps", "map_pretrain_steps"):
+        if not getattr(p, name):
+            raise ConfigError(f"parameter {name!r} must not be empty")
+    for name in ("ablation_sp_sizes", "ablation_steps", "ablation_lrs", "map_lrs", "map_steps", "map_pretrain_steps"):
+        if min(getattr(p, name)) <= 0:
+            raise ConfigError(f"every value of {name!r} must be > 0, got {getattr(p, name)}")
+    if not p.models:
+        raise ConfigError("parameter 'models' must name at least one model (e.g. target)")
     if p.device != "auto" and not (p.device == "cpu" or p.device.startswith("cuda")):
         raise ConfigError(f"parameter 'device' must be auto, cpu, cuda or cuda:N, got {p.device!r}")
 

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+import yaml
 
 from . import paths
 from .config import Params, load_profile
@@ -90,6 +91,16 @@ class Run:
     @property
     def figures_dir(self) -> Path:
         return paths.figures_dir() / profile_name(self.profile)
+
+    @property
+    def runs_roots(self) -> list[Path]:
+        """Where this run's sibling runs live: its own folder's parent, then ``runs/<profile>/``."""
+        roots = [self.dir.resolve().parent]
+        profile = self.profile
+        while Path(profile).name == "profile.yaml":  # an effective profile the runner wrote: look at its base too
+            profile = yaml.safe_load(Path(profile).read_text()).get("extends", "")
+            roots.append((paths.runs_dir() / profile_name(profile)).resolve())
+        return list(dict.fromkeys(roots))
 
     def savefig(self, fig, name: str) -> Path:
         """Save ``fig`` as ``<name>.png`` in the run folder and in ``figures/<profile>/``."""

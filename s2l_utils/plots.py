@@ -123,3 +123,133 @@ def image_rows(rows: dict[str, torch.Tensor], title: str = "", per_row: int = 8)
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def roc_by_attack(scores: pd.DataFrame, title: str = "Membership inference, pooled over domains"):
+    """One panel per attack (log-log ROC, where low-FPR differences show), one curve per model."""
+    attacks = list(dict.fromkeys(scores["attack"]))
+    fig, axes = plt.subplots(1, len(attacks), figsize=(2.8 * len(attacks), 3), squeeze=False)
+    palette = dict(zip(dict.fromkeys(scores["model"]), sns.color_palette("tab10")))
+    for ax, attack in zip(axes[0], attacks):
+        for model, group in scores[scores["attack"] == attack].groupby("model", sort=False):
+            fpr, tpr, _ = roc_curve(group["is_member"], group["score"])
+            ax.plot(np.maximum(fpr, 1e-3), np.maximum(tpr, 1e-3), color=palette[model], lw=1.2, label=model)
+        ax.plot([1e-3, 1], [1e-3, 1], ls="--", color="grey", lw=0.8)
+        ax.set(xscale="log", yscale="log", xlim=(1e-3, 1), ylim=(1e-3, 1.05), title=attack, xlabel="FPR")
+    axes[0, 0].set_ylabel("TPR")
+    axes[0, -1].legend(fontsize=6, loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def metric_comparison(table: pd.DataFrame, metric: str = "auc", chance: float | None = 0.5, title: str = ""):
+    """Pooled ``metric`` per attack (groups) and model (bars) with 95% CI whiskers, from a tidy metrics table."""
+    rows = table[(table["domain"] == "pooled") & (table["metric"] == metric)]
+    attacks, models = list(dict.fromkeys(rows["attack"])), list(dict.fromkeys(rows["model"]))
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * len(attacks) * len(models) + 2), 3.2))
+    for j, (model, color) in enumerate(zip(models, sns.color_palette("tab10", len(models)))):
+        mine = rows[rows["model"] == model].set_index("attack").reindex(attacks)
+        x = np.arange(len(attacks)) - 0.4 + width * (j + 0.5)
+        err = np.vstack([mine["value"] - mine["lo"], mine["hi"] - mine["value"]]).astype(float)
+        ax.bar(x, mine["value"], width, color=color, alpha=0.85, label=model,
+               yerr=None if np.isnan(err).all() else err, capsize=1.5, error_kw={"lw": 0.7})
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls="--", lw=0.8)
+    ax.set_xticks(np.arange(len(attacks)), attacks)
+    ax.set(ylabel=f"{metric} (pooled, 95% CI)", title=title)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def distance_histogram(generated: pd.DataFrame, heldout: np.ndarray, threshold: float, title: str = ""):
+    """Nearest-training-image distances of generations (per model) and of held-out real images, with the
+    extraction threshold: generations left of the line are called copies."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    bins = np.linspace(0, max(generated["distance"].max(), heldout.max()) * 1.05, 40)
+    ax.hist(heldout, bins=bins, density=True, color="grey", alpha=0.5, label="held-out non-members")
+    for model, group in generated.groupby("model", sort=False):
+        ax.hist(group["distance"], bins=bins, density=True, histtype="step", lw=1.3, label=f"generations: {model}")
+    ax.axvline(threshold, color="tab:red", ls="--", label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="distance to nearest training image (tiled RMS)", ylabel="density", title=title)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def effect_forest(summary: pd.DataFrame, metric: str = "auc", comparisons: list[str] | None = None,
+                  row: str = "method", title: str = ""):
+    """Deltas with 95% CIs, one panel per attack, one row per ``row`` value, one colour per comparison; a line
+    at 0. Read: a CI entirely right of 0 is an increase the data support."""
+    rows = summary[summary["metric"] == metric]
+    if comparisons:
+        rows = rows[rows["comparison"].isin(comparisons)]
+    attacks = list(dict.fromkeys(rows["attack"]))
+    labels = list(dict.fromkeys(rows[row].astype(str)))
+    kinds = list(dict.fromkeys(rows["comparison"]))
+    fig, axes = plt.subplots(1, len(attacks), figsize=(2.6 * len(attacks) + 1.5, 0.35 * len(labels) * len(kinds) + 1.2),
+                             squeeze=False, sharey=True)
+    colors = dict(zip(kinds, sns.color_palette("Set1", len(kinds))))
+    for ax, attack in zip(axes[0], attacks):
+        for k, kind in enumerate(kinds):
+            sub = rows[(rows["attack"] == attack) & (rows["comparison"] == kind)]
+            sub = sub.set_index(sub[row].astype(str)).reindex(labels)
+            y = np.arange(len(labels)) + (k - (len(kinds) - 1) / 2) * 0.8 / len(kinds)
+            ax.errorbar(sub["delta"], y, xerr=[sub["delta"] - sub["lo"], sub["hi"] - sub["delta"]], fmt="o", ms=3,
+                        lw=1, color=colors[kind], label=kind)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set(title=attack, xlabel=f"Δ {metric}")
+    axes[0, 0].set_yticks(np.arange(len(labels)), labels, fontsize=7)
+    axes[0, 0].invert_yaxis()
+    axes[0, -1].legend(fontsize=6, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def effect_heatmap(summary: pd.DataFrame, x: str, y: str, attack: str, metric: str = "auc", title: str = ""):
+    """The S2L effect over two swept parameters for one attack: colour = delta, text = delta and its CI;
+    cells whose CI excludes 0 are marked with *."""
+    rows = summary[(summary["attack"] == attack) & (summary["metric"] == metric)]
+    value = rows.pivot_table(index=y, columns=x, values="delta", sort=True)
+    text = rows.assign(label=[f"{d:+.3f}{'*' if lo > 0 or hi < 0 else ''}\n[{lo:+.2f},{hi:+.2f}]"
+                              for d, lo, hi in zip(rows["delta"], rows["lo"], rows["hi"])])
+    labels = text.pivot_table(index=y, columns=x, values="label", aggfunc="first", sort=True)
+    fig, ax = plt.subplots(figsize=(1.5 * value.shape[1] + 2, 0.9 * value.shape[0] + 1.2))
+    limit = max(float(np.nanmax(np.abs(value.to_numpy()))), 1e-3)
+    sns.heatmap(value, annot=labels.reindex_like(value), fmt="", cmap="RdBu_r", vmin=-limit, vmax=limit, ax=ax,
+                annot_kws={"fontsize": 6}, cbar_kws={"label": f"Δ {metric}"})
+    ax.set(title=title or f"S2L effect on {attack} {metric} (S2L − cross-domain); * = CI excludes 0")
+    fig.tight_layout()
+    return fig
+
+
+def ablation_lines(summary: pd.DataFrame, axis: str, metric: str = "auc", log_x: bool = False, title: str = ""):
+    """Delta (95% CI band) against one swept parameter, one panel per attack, one line per comparison."""
+    rows = summary[summary["metric"] == metric]
+    attacks = list(dict.fromkeys(rows["attack"]))
+    fig, axes = plt.subplots(1, len(attacks), figsize=(2.6 * len(attacks) + 1, 2.8), squeeze=False, sharey=True)
+    categorical = not pd.api.types.is_numeric_dtype(rows[axis])
+    order = list(dict.fromkeys(rows[axis])) if categorical else sorted(rows[axis].unique())
+    for ax, attack in zip(axes[0], attacks):
+        for (kind, group), color in zip(rows[rows["attack"] == attack].groupby("comparison", sort=False),
+                                        sns.color_palette("Set1")):
+            group = group.set_index(axis).reindex(order)
+            x = np.arange(len(order)) if categorical else np.asarray(order, float)
+            ax.plot(x, group["delta"], marker="o", ms=3, color=color, label=kind)
+            ax.fill_between(x, group["lo"].astype(float), group["hi"].astype(float), color=color, alpha=0.2)
+        ax.axhline(0, color="grey", lw=0.8)
+        if categorical:
+            ax.set_xticks(np.arange(len(order)), order, fontsize=7, rotation=30)
+        elif log_x:
+            ax.set_xscale("log")
+        ax.set(title=attack, xlabel=axis)
+    axes[0, 0].set_ylabel(f"Δ {metric}")
+    axes[0, -1].legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -133,9 +133,9 @@ def run(profile: str, notebooks: list[str] | None = None, overrides: dict | None
     root.mkdir(parents=True, exist_ok=True)
     profile_arg = profile
     if overrides:
-        effective = {**profile_values(profile), **overrides}
+        base = str(Path(profile).resolve()) if Path(profile).suffix in (".yaml", ".yml") else profile
         (root / "profile.yaml").write_text(yaml.safe_dump(
-            {"description": f"{profile} with overrides {overrides}", **effective}, sort_keys=False))
+            {"description": f"{profile} with overrides {overrides}", "extends": base, **overrides}, sort_keys=False))
         write_json(root / "overrides.json", overrides)
         profile_arg = str(root / "profile.yaml")
     return [execute(nb, profile_arg, root, force=force, timeout=timeout, log=log) for nb in selected]

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from s2l_utils import models
 from s2l_utils.attacks import extraction, metrics, mia
@@ -25,6 +25,20 @@ def test_strict_rule_never_takes_the_closest_fpr_and_handles_ties():
     assert metrics.tpr_at_fpr(members, nonmembers, 0.1) == pytest.approx(1.0)
     assert metrics.roc_auc(members, nonmembers) == pytest.approx(roc_auc_score([1, 1] + [0] * 10,
                                                                                members + nonmembers))
+
+
+def test_vectorised_metrics_agree_with_sklearn_roc_curves_on_random_tied_scores():
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        members = rng.integers(0, 12, rng.integers(1, 40)).astype(float)
+        nonmembers = rng.integers(0, 10, rng.integers(1, 300)).astype(float)
+        labels, scores = np.r_[np.ones(members.size), np.zeros(nonmembers.size)], np.r_[members, nonmembers]
+        fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+        assert metrics.roc_auc(members, nonmembers) == pytest.approx(roc_auc_score(labels, scores))
+        for x in (0.0, 0.01, 0.1, 0.5):
+            assert metrics.tpr_at_fpr(members, nonmembers, x) == pytest.approx(tpr[fpr <= x + 1e-12].max())
+        brute = max(((scores >= t) == labels).mean() for t in [*np.unique(scores), np.inf])
+        assert metrics.attack_accuracy(members, nonmembers) == pytest.approx(brute)
 
 
 def test_bootstrap_interval_contains_the_estimate_and_bad_input_is_rejected():
@@ -75,10 +89,49 @@ def test_nearest_neighbours_find_planted_copies():
     gen = torch.Generator().manual_seed(0)
     refs = torch.rand((50, 3, 8, 8), generator=gen) * 2 - 1
     queries = torch.cat([refs[[7, 31]], torch.rand((3, 3, 8, 8), generator=gen) * 2 - 1])
-    d, i = extraction.nearest_neighbours(queries, refs, batch_size=2)
+    d, i = extraction.nearest_neighbours(queries, refs, batch_size=2)  # whole-image RMS (tiles=1)
     assert i[:2].tolist() == [7, 31] and torch.allclose(d[:2], torch.zeros(2), atol=1e-4)
     assert (d[2:] > 0.3).all()
     brute = ((queries[:, None] - refs[None]) ** 2).flatten(2).mean(-1)
     assert torch.equal(i, brute.argmin(1)) and torch.allclose(d, brute.min(1).values.sqrt(), atol=1e-5)
     with pytest.raises(ValueError, match="differ in shape"):
         extraction.nearest_neighbours(queries, refs[:, :, :4])
+
+
+def test_tiled_distance_is_the_largest_per_tile_rms():
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.rand((3, 3, 8, 8), generator=gen), torch.rand((5, 3, 8, 8), generator=gen)
+    d, i = extraction.nearest_neighbours(a, b, tiles=2)
+    tiles = [(slice(r, r + 4), slice(c, c + 4)) for r in (0, 4) for c in (0, 4)]
+    brute = torch.stack([((a[:, None, :, r, c] - b[None, :, :, r, c]) ** 2).flatten(2).mean(-1).sqrt()
+                         for r, c in tiles]).amax(0)
+    assert torch.equal(i, brute.argmin(1)) and torch.allclose(d, brute.min(1).values, atol=1e-5)
+    with pytest.raises(ValueError, match="tile grid"):
+        extraction.nearest_neighbours(a, b, tiles=3)
+
+
+def test_extraction_counts_planted_copies_once_per_training_image_and_ignores_non_copies():
+    gen = torch.Generator().manual_seed(2)
+    training = torch.rand((40, 3, 16, 16), generator=gen) * 2 - 1
+    rows = pd.DataFrame({"file_name": [f"img{i}.png" for i in range(40)], "domain": ["A"] * 20 + ["B"] * 20})
+    heldout = torch.rand((30, 3, 16, 16), generator=gen) * 2 - 1
+    threshold = extraction.calibrate_threshold(heldout, training, percentile=1, tiles=4)
+    # a copy that is only half right: close on average, far on one half; tiled L2 must not call it a copy
+    half = training[5].clone()
+    half[:, :8] = torch.rand((3, 8, 16), generator=gen) * 2 - 1
+    noisy_copy = training[12] + 0.01 * torch.randn((3, 16, 16), generator=gen)
+    generations = torch.stack([training[3], training[3], noisy_copy, training[25], half,
+                               *(torch.rand((5, 3, 16, 16), generator=gen) * 2 - 1)])
+    prompted = ["A"] * 5 + ["B"] * 5
+    matches = extraction.match_generations(generations, prompted, training, rows, threshold, tiles=4)
+    assert matches["extracted"].tolist() == [True, True, True, True] + [False] * 6
+    assert matches["nearest_file"].tolist()[:4] == ["img3.png", "img3.png", "img12.png", "img25.png"]
+    counts = extraction.extraction_counts(matches).set_index("domain")
+    assert counts.loc["A", ["generations", "extracted", "distinct_images", "distinct_own_domain"]].tolist() == [5, 4, 3, 2]
+    assert counts.loc["B", ["extracted", "distinct_images"]].tolist() == [0, 0]
+    whole_image, _ = extraction.nearest_neighbours(half[None], training)
+    assert whole_image.item() < matches["distance"].iloc[4], "the half copy is closer on average than per tile"
+    with pytest.raises(ValueError, match="prompted domains"):
+        extraction.match_generations(generations, prompted[:3], training, rows, threshold)
+    with pytest.raises(ValueError, match="percentile"):
+        extraction.calibrate_threshold(heldout, training, percentile=101)

@@ -64,6 +64,28 @@ def test_fine_tuning_notebooks_record_their_method_and_a_loadable_artefact(smoke
         assert finetune.load_finetuned(by_name[name] / metrics["artefact"], device="cpu").method == method
 
 
+def test_attack_notebooks_compare_the_target_with_every_fine_tuned_run(smoke_runs):
+    import pandas as pd
+
+    folders, _ = smoke_runs
+    by_name = {f.name: f for f in folders}
+    fine_tuned = ["03_dreambooth", "04_textual_inversion", "05_lora", "06_hypernetwork", "07_end2end",
+                  "08_combinations"]
+    mia = json.loads((by_name["09_membership_inference"] / "metrics.json").read_text())
+    assert mia["models"] == ["target", *fine_tuned]
+    table = pd.read_parquet(by_name["09_membership_inference"] / "mia_metrics.parquet")
+    assert set(table["attack"]) == {"loss", "secmi_paper", "secmi_ldm", "pia", "pian"}
+    assert table.groupby(["model", "attack", "domain"]).size().eq(4).all()  # auc, asr, two TPRs
+    assert table["value"].between(0, 1).all() and len(table) == 7 * 5 * 4 * 4
+    extraction = json.loads((by_name["10_data_extraction"] / "metrics.json").read_text())
+    assert extraction["threshold"] > 0 and "percentile 1 of held-out" in extraction["threshold_rule"]
+    counts = pd.read_parquet(by_name["10_data_extraction"] / "extraction_metrics.parquet")
+    generations = counts[(counts["metric"] == "generations") & (counts["domain"] != "pooled")]
+    assert generations["value"].eq(6).all() and len(generations) == 7 * 3  # 6 per domain, 3 domains, 7 models
+    figures = {p.name for p in (Path(os.environ["S2L_FIGURES_DIR"]) / "smoke").iterdir()}
+    assert {"mia_auc.png", "mia_roc.png", "extraction_distances.png", "extraction_pairs_target.png"} <= figures
+
+
 def test_finished_runs_are_skipped_and_no_temporary_folder_remains(smoke_runs):
     folders, _ = smoke_runs
     stamp = (folders[1] / "metrics.json").stat().st_mtime_ns

@@ -1,0 +1,134 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,accelerator,colab
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 09 · Membership inference: loss, SecMI and PIA, on any list of models
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/s2l-research/s2l/blob/main/notebooks/09_membership_inference.ipynb)
+#
+# Which private images did the model see in pre-training? Each attack gives every image a score (higher = more
+# likely a member); the private domains' members and held-out non-members are the ground truth. The models
+# are the pretrained target and any fine-tuned runs, side by side, on the same images and the same noise.
+#
+# | attack | score (minus) | UNet calls per image |
+# | --- | --- | --- |
+# | `loss` | mean ε-prediction error over a fixed grid of timesteps and seeded noises | timesteps x draws |
+# | `secmi_paper` | SecMI's t-error as the paper writes it: DDIM-invert x0 to x̃_t, one step down to t−k and back up, distance to x̃_t | t/k + 2 |
+# | `secmi_ldm` | the order of the LDM code released with S2L: invert to t+k, one step down to t, distance to the inverted x̃_t | t/k + 2 |
+# | `pia` | PIA: ε0 = ε(x0, 0) taken as the noise, one jump to x_t, Σ\|ε(x_t, t) − ε0\|⁴ | 2 |
+# | `pian` | PIAN: the same with ε0 normalised to a Gaussian's mean absolute value | 2 |
+#
+# Every attack conditions on the image's own caption without guidance, and encodes latents with the VAE's
+# mean (real SD), so scores repeat exactly. SecMI's and PIA's timesteps are parameters fixed beforehand, never
+# chosen on these images. No sign is flipped: an AUC below 0.5 is reported as it is.
+
+# %%
+# Colab: install this repository into the running kernel (does nothing elsewhere).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "s2l[notebooks] @ git+https://github.com/s2l-research/s2l@main"], check=True)
+
+# %% tags=["parameters"]
+profile = "mini"  # smoke | mini | sd, or a YAML file: sizes for every parameter left at None
+run_dir = ""  # where this run writes; empty means runs/<profile>/09_membership_inference
+models = None  # list: target, runs (every finished fine-tuning run of this profile), run names, artefact folders
+attacks = None  # list of loss, secmi_paper, secmi_ldm, pia, pian
+attack_domains = None  # attack the first N private domains; 0 means all
+secmi_t = None  # SecMI timestep of the t-error
+secmi_k = None  # SecMI DDIM stride
+pia_t = None  # PIA / PIAN timestep
+loss_timesteps = None  # loss attack: timesteps averaged per image
+loss_noise_draws = None  # loss attack: noise draws per timestep
+attack_batch_size = None  # images per batch
+seed = None  # seed of the loss attack's noise and of the bootstrap
+
+# %%
+import time
+
+import pandas as pd
+
+from s2l_utils import notebook, plots, world
+from s2l_utils.attacks import suite
+
+run = notebook.start("09_membership_inference", profile, run_dir, models=models, attacks=attacks,
+                     attack_domains=attack_domains, secmi_t=secmi_t, secmi_k=secmi_k, pia_t=pia_t,
+                     loss_timesteps=loss_timesteps, loss_noise_draws=loss_noise_draws,
+                     attack_batch_size=attack_batch_size, seed=seed)
+params = run.params
+data = world.load_data(params)
+domains = suite.attacked_domains(data, params)
+refs = suite.resolve_models(params.models, run.runs_roots)
+pd.DataFrame([{"model": r.label, "method": r.method, "artefact": str(r.artefact or "pretrained target")}
+              for r in refs])
+
+# %% [markdown]
+# ## Scores
+# Each model is loaded in turn, every attack scores every member and non-member of the attacked domains, and
+# the model is released before the next one loads.
+
+# %%
+# papermill_description=scoring
+tables, seconds = [], {}
+for ref in refs:
+    started = time.perf_counter()
+    pipe, rewrite = ref.load(params, str(run.device))
+    scores = suite.membership_scores(pipe, data, domains, params, rewrite)
+    tables.append(scores.assign(model=ref.label, method=ref.method))
+    seconds[ref.label] = time.perf_counter() - started
+    del pipe
+scores = pd.concat(tables, ignore_index=True)
+run.save_table(scores, "mia_scores")
+print({label: f"{s:.0f} s" for label, s in seconds.items()})
+
+# %% [markdown]
+# ## Metrics with bootstrap 95% CIs
+# AUC, ASR (accuracy of the best threshold) and TPR at 1% and 0.1% FPR, the strict way: the largest TPR whose
+# FPR does not exceed the target. With a few dozen non-members per domain, TPR at 0.1% FPR means "at FPR 0".
+# One tidy table: model, method, domain (and `pooled`), attack, metric, value, lo, hi.
+
+# %%
+table = suite.membership_table(scores, seed=params.seed)
+run.save_table(table, "mia_metrics")
+pooled = table[(table["domain"] == "pooled")].pivot_table(index=["model", "method"], columns=["attack", "metric"],
+                                                        values="value", sort=False)
+pooled.xs("auc", axis=1, level="metric").round(3)
+
+# %%
+run.savefig(plots.metric_comparison(table, "auc", title="Membership inference AUC per model"), "mia_auc")
+run.savefig(plots.metric_comparison(table, "tpr@1%fpr", chance=0.01, title="TPR at 1% FPR per model"),
+            "mia_tpr_1pct")
+run.savefig(plots.roc_by_attack(scores), "mia_roc")
+
+# %% [markdown]
+# ## Per domain
+# The pooled numbers hide how different the identities are; here is the AUC of every attack per domain for
+# the first model (usually the target).
+
+# %%
+first = table[(table["model"] == refs[0].label) & (table["metric"] == "auc")]
+first.pivot_table(index="domain", columns="attack", values="value", sort=False).round(3)
+
+# %%
+auc = table[(table["domain"] == "pooled") & (table["metric"] == "auc")]
+run.log_metrics(
+    models=[r.label for r in refs], attacks=list(params.attacks), domains=domains,
+    pooled_auc={f"{r.model}/{r.attack}": r.value for r in auc.itertuples()},
+    unet_calls_per_image={a: suite.UNET_CALLS[a](params) for a in params.attacks},
+    seconds_per_model=seconds, metrics_table="mia_metrics.parquet")
