@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv with the pinned stack
 
-reproduce: $(STAMP)  ## run every notebook on PROFILE (default mini) into runs/PROFILE/
-	$(PY) -m s2l_utils.run --profile $(PROFILE)
+# mini: the reproduction's main line (setup, target, SP set, attacks on the target, the main experiment,
+# the report); the per-method walk-throughs 03-08 and the ablations 12-13 run with NOTEBOOKS=... or PROFILE=full
+NOTEBOOKS_mini := 00 01 02 09 10 11 14
+NOTEBOOKS ?= $(NOTEBOOKS_$(PROFILE))
+
+reproduce: $(STAMP)  ## run PROFILE's notebooks (default mini; full and sd: all) into runs/PROFILE/
+	$(PY) -m s2l_utils.run --profile $(PROFILE) $(NOTEBOOKS)
 
 test: $(STAMP)  ## the whole test suite, notebooks included (offline)
 	$(PY) -m pytest

@@ -1,0 +1,129 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,accelerator,colab
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 11 · Does S2L amplify the privacy attacks? The main experiment, with controls
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/s2l-research/s2l/blob/main/notebooks/11_s2l_main.ipynb)
+#
+# For every fine-tuning method (and combination), attacked domain and seed, the target is fine-tuned under
+# several **conditions**, and the target and every fine-tuned model are attacked on the same images:
+#
+# | condition | fine-tuned on | what it isolates |
+# | --- | --- | --- |
+# | `s2l` | the attacked domain's SP set ("photo of <Name>" generations of the target) | the attack |
+# | `cross_domain` | another private domain's SP set | fine-tuning on synthetic data *without* this domain's knowledge |
+# | `real_nonmember` | real held-out images of the attacked domain | fine-tuning on fresh real data of the domain |
+#
+# **The S2L effect is S2L minus the cross-domain control**, not after minus before: any fine-tuning moves the
+# attacks' scores, and only what S2L does beyond plain fine-tuning on synthetic data is domain-specific
+# leakage. Each domain's non-members are split in two: the first half trains the real-data control, the
+# second half is what every model is scored on. Attacks: membership inference (`attacks`, AUC and TPR at 1%
+# FPR) and extraction (`main_extraction_samples` generations of the domain prompt per model, counted with
+# the threshold calibrated on held-out data as in notebook 10). CIs: paired bootstrap over images within a
+# cell (the same resampled images for both models of a comparison), combined over cells.
+#
+# Each cell is cached by its parameters (`runs/cache/cells/`), so a rerun or an interrupted run resumes, and
+# the sweep driver (`python -m s2l_utils.sweep`) can split the methods, domains and seeds across machines.
+
+# %%
+# Colab: install this repository into the running kernel (does nothing elsewhere).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "s2l[notebooks] @ git+https://github.com/s2l-research/s2l@main"], check=True)
+
+# %% tags=["parameters"]
+profile = "mini"  # smoke | mini | full | sd, or a YAML file: sizes for every parameter left at None
+run_dir = ""  # where this run writes; empty means runs/<profile>/11_s2l_main
+methods = None  # list of fine-tuning methods and combinations
+experiment_domains = None  # attack the first N private domains; 0 means all
+seeds = None  # list of seeds
+conditions = None  # list of s2l, cross_domain, real_nonmember, domain_transfer
+attacks = None  # list of loss, secmi_paper, secmi_ldm, pia, pian
+sp_level = None  # prior knowledge of the SP set
+sp_size = None  # images in the SP set
+ft_steps = None  # fine-tuning steps
+ft_lr = None  # fine-tuning learning rate; 0 means each method's default
+main_extraction_samples = None  # generations per model for the extraction counts
+n_bootstrap = None  # bootstrap draws per confidence interval
+
+# %%
+import pandas as pd
+
+from s2l_utils import experiment, notebook, plots, pretrain, world
+
+run = notebook.start("11_s2l_main", profile, run_dir, methods=methods, experiment_domains=experiment_domains,
+                     seeds=seeds, conditions=conditions, attacks=attacks, sp_level=sp_level, sp_size=sp_size,
+                     ft_steps=ft_steps, ft_lr=ft_lr, main_extraction_samples=main_extraction_samples,
+                     n_bootstrap=n_bootstrap)
+params = run.params
+experiment.check_conditions(params.conditions)
+data = world.load_data(params)
+cells = experiment.plan(params, data)
+target = pretrain.load_target(params, str(run.device))
+print(f"{len(cells)} cells ({len(params.methods)} methods x {len({c['domain'] for _, c in cells})} domains x "
+      f"{len(params.seeds)} seeds), each fine-tuned under {', '.join(params.conditions)}")
+
+# %%
+# papermill_description=cells
+scores, matches = experiment.run_cells(cells, data, lambda p: target, params.conditions, str(run.device))
+cell_metrics, effects = experiment.results(scores, matches, params.n_bootstrap, params.seed)
+for name, df in {"s2l_scores": scores, "s2l_extraction": matches, "s2l_metrics": cell_metrics,
+                 "s2l_effects": effects}.items():
+    run.save_table(df, name)
+
+# %% [markdown]
+# ## The main table
+# Per method, averaged over cells: each attack's AUC on the target (before) and after S2L, and the S2L effect
+# (S2L − cross-domain control) with its 95% CI; extraction counts of generations that copy a training image.
+
+# %%
+summary = experiment.summarize(effects, ["method", "comparison", "attack", "metric"])
+run.save_table(summary, "s2l_summary")
+main_table = experiment.paper_table(summary, attacks=[a for a in params.attacks if a != "secmi_paper"])
+run.save_table(main_table.reset_index(names="method"), "s2l_main_table")
+main_table.round(3)
+
+# %%
+run.savefig(plots.effect_forest(summary, "auc", ["after - before", "S2L effect (S2L - cross-domain)",
+                                                 "S2L - real non-member"],
+                                title="Membership inference: change of AUC (95% CI)"), "s2l_effect_auc")
+run.savefig(plots.effect_forest(summary, "tpr@1%fpr", ["after - before", "S2L effect (S2L - cross-domain)"],
+                                title="Membership inference: change of TPR at 1% FPR (95% CI)"), "s2l_effect_tpr")
+
+# %% [markdown]
+# ## What the numbers say
+# A verdict per method and attack for the S2L effect: "up" when the whole CI lies above 0, "down" when below.
+
+# %%
+effect = summary[(summary["comparison"] == "S2L effect (S2L - cross-domain)")
+                 & summary["metric"].isin(["auc", "extracted"])]
+verdicts = effect.pivot_table(index="method", columns="attack", values="verdict", aggfunc="first", sort=False)
+counts = effect["verdict"].value_counts().to_dict()
+print(f"S2L effect across {len(effect)} method x attack pairs: {counts.get('up', 0)} up, "
+      f"{counts.get('down', 0)} down, {counts.get('no change', 0)} with a CI that includes 0")
+verdicts
+
+# %%
+run.log_metrics(
+    cells=len(cells), methods=list(params.methods), conditions=list(params.conditions),
+    s2l_effect_verdicts={k: int(v) for k, v in counts.items()},
+    s2l_effect_auc={f"{r.method}/{r.attack}": [r.delta, r.lo, r.hi] for r in effect.itertuples() if r.metric == "auc"},
+    results_tables=["s2l_metrics.parquet", "s2l_effects.parquet", "s2l_summary.parquet"])

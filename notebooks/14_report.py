@@ -1,0 +1,94 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,accelerator,colab
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 14 · The report: what the miniature reproduction says about the paper's claims
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/s2l-research/s2l/blob/main/notebooks/14_report.ipynb)
+#
+# Built from the result tables of notebooks 11-13 only (nothing is recomputed from models): the paper-shaped
+# main table, the figures, and each claim of the paper next to what was measured, with numbers. With
+# `publish`, the section goes into the README (between this profile's markers) and the summary tables into
+# `data/results/<profile>/`, so readers see them without rerunning.
+
+# %%
+# Colab: install this repository into the running kernel (does nothing elsewhere).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "s2l[notebooks] @ git+https://github.com/s2l-research/s2l@main"], check=True)
+
+# %% tags=["parameters"]
+profile = "mini"  # smoke | mini | full | sd, or a YAML file: sizes for every parameter left at None
+run_dir = ""  # where this run writes; empty means runs/<profile>/14_report
+publish = None  # write the README section and data/results/<profile>/
+
+# %%
+import os
+
+import pandas as pd
+
+from s2l_utils import experiment, notebook, paths, plots, report
+
+run = notebook.start("14_report", profile, run_dir, publish=publish)
+params = run.params
+tables = report.collect(run.runs_roots)
+print("result tables found:", ", ".join(tables))
+
+# %%
+main_table = experiment.paper_table(tables["main"], attacks=[a for a in params.attacks if a != "secmi_paper"])
+figures = [run.savefig(plots.effect_forest(tables["main"], "auc",
+                                           ["after - before", report.EFFECT, "S2L - real non-member"],
+                                           title="S2L: change of membership-inference AUC (95% CI)"),
+                       "report_s2l_effect")]
+if "ablations" in tables:
+    levels = tables["ablations"][(tables["ablations"]["ablation"] == "sp_level")
+                                 & tables["ablations"]["comparison"].isin(["after - before", report.EFFECT])]
+    figures.append(run.savefig(plots.ablation_lines(levels, "sp_level", title="S2L effect by prior knowledge"),
+                               "report_prior_knowledge"))
+if "map" in tables:
+    first = tables["map"][tables["map"]["pretrain_steps"] == tables["map"]["pretrain_steps"].max()]
+    for attack in dict.fromkeys(first["attack"]):
+        if attack != "extraction":
+            figures.append(run.savefig(plots.effect_heatmap(first, "ft_steps", "ft_lr", attack), f"report_map_{attack}"))
+if "transfer" in tables:
+    figures.append(run.savefig(plots.effect_forest(tables["transfer"], "auc", [report.EFFECT, "DomainTrans - S2L"],
+                                                   title="S2L-DomainTrans vs S2L"), "report_domain_transfer"))
+main_table.round(3)
+
+# %%
+pd.DataFrame(report.verdicts(tables))
+
+# %%
+readme = paths.repo_root() / "README.md"
+relative = [os.path.relpath(f, readme.parent) for f in figures]
+text = report.markdown(tables, notebook.profile_name(profile), main_table, notebook.git_commit(), relative)
+(run.dir / "results.md").write_text(text)
+if params.publish:
+    report.write_section(readme, notebook.profile_name(profile), text)
+    published = paths.data_dir() / "results" / notebook.profile_name(profile)
+    published.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_csv(published / f"{name}.csv", index=False)
+    print(f"wrote the results section into {readme} and the tables into {published}")
+print(text)
+
+# %%
+run.log_metrics(tables=list(tables), figures=[str(f) for f in figures], published=params.publish,
+                claims={c["claim"]: c["agrees"] for c in report.verdicts(tables)})
