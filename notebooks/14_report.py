@@ -20,8 +20,9 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/s2l-research/s2l/blob/main/notebooks/14_report.ipynb)
 #
-# Built from the result tables of notebooks 11-13 only (nothing is recomputed from models): the paper-shaped
-# main table, the figures, and each claim of the paper next to what was measured, with numbers. With
+# Built only from result tables, those of notebooks 11-13 or a sweep's collected table (`report_results`);
+# nothing is recomputed from models: the paper-shaped main table, the figures, and each claim of the paper
+# next to what was measured, with numbers. With
 # `publish`, the section goes into the README (between this profile's markers) and the summary tables into
 # `data/results/<profile>/`, so readers see them without rerunning.
 
@@ -37,6 +38,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "mini"  # smoke | mini | full | sd, or a YAML file: sizes for every parameter left at None
 run_dir = ""  # where this run writes; empty means runs/<profile>/14_report
+report_results = None  # a sweep's collected results.parquet; empty means this profile's runs of 11-13
 publish = None  # write the README section and data/results/<profile>/
 
 # %%
@@ -46,9 +48,9 @@ import pandas as pd
 
 from s2l_utils import experiment, notebook, paths, plots, report
 
-run = notebook.start("14_report", profile, run_dir, publish=publish)
+run = notebook.start("14_report", profile, run_dir, report_results=report_results, publish=publish)
 params = run.params
-tables = report.collect(run.runs_roots)
+tables = report.from_sweep(params.report_results) if params.report_results else report.collect(run.runs_roots)
 print("result tables found:", ", ".join(tables))
 
 # %%

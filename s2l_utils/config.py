@@ -123,6 +123,7 @@ class Params:
     map_lrs: list[float] = _p([1e-6, 1e-4, 1e-2], "12, S2L map: learning rates (down to the paper's gentle 1e-6)")
     map_steps: list[int] = _p([50, 400], "12, S2L map: fine-tuning steps")
     map_pretrain_steps: list[int] = _p([1600], "12, S2L map: pretraining steps of the target (how strongly it memorised)")
+    report_results: str = _p("", "14: a sweep's collected results.parquet to report on; empty = this profile's runs")
     publish: bool = _p(True, "14: write the results section into README.md and the tables into data/results/")
 
     def to_dict(self) -> dict:

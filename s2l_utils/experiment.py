@@ -12,7 +12,7 @@ several *conditions* and every model is attacked on the same images:
 The S2L effect is S2L minus the cross-domain control, not after minus before: fine-tuning of any kind can move
 the attacks. The domain's non-members are split in two: the first half is the real-data control's training
 set, the second half the non-members every model is scored on, so no model is scored on its training images.
-Each finished cell is saved to its own folder and skipped on a rerun, so an interrupted notebook resumes.
+Each model of a cell is saved in its own folder and read back on a rerun, so an interrupted notebook resumes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 from . import finetune, paths, synthesis, world
 from .attacks import extraction, metrics, suite
 from .config import ConfigError, Params
-from .models import DiffusionModel
 
 CONDITIONS = ("s2l", "cross_domain", "real_nonmember", "domain_transfer")
 BEFORE = "target"
@@ -129,45 +128,54 @@ def cell_name(method: str, domain: str, seed: int, tag: str = "") -> str:
 
 def run_cell(params: Params, data: world.ImageFolderData, target, out_dir: Path, conditions=CONDITIONS[:3],
              device: str = "cpu", progress: bool = True, label: dict | None = None):
-    """Fine-tune under each condition and attack the target and every fine-tuned model on the attacked domain.
+    """Attack the target and a model fine-tuned under each condition, on the attacked domain.
 
     ``params`` fixes the method, domain (``target_domain``), seed and every size. Returns (scores, extraction
-    matches), both tagged with ``label`` (e.g. method, domain, seed and any swept value); a finished cell is
-    read back from ``out_dir`` instead of rerun.
+    matches), both tagged with ``label`` (e.g. method, domain, seed and any swept value). Each model's results
+    are saved in ``out_dir/<condition>/`` and read back instead of recomputed, so an interrupted cell resumes
+    and cells that differ only in their list of conditions share the common ones.
     """
     check_conditions(conditions)
     label = {"method": params.method, "domain": synthesis.resolve_domain(params, data), "seed": params.seed,
              **(label or {})}
-    domain = label["domain"]
-    if (out_dir / CELL_INFO).is_file():
-        return pd.read_parquet(out_dir / CELL_SCORES), pd.read_parquet(out_dir / CELL_EXTRACTION)
-    started = time.perf_counter()
-    evaluation = evaluation_view(data)
-    training_rows, training = suite.training_images(data, params.image_size)
-    threshold = suite.extraction_threshold(evaluation, evaluation.private_domains, training, params)
-    models = [(BEFORE, target, None)]
-    for condition in conditions:
-        trained_on = training_set(condition, params, data, target, domain, progress)
-        result = finetune.finetune(params.method, params, trained_on, out_dir / condition, domain, None, device,
-                                   progress)
-        tuned = finetune.load_finetuned(result.folder, device)
-        models.append((condition, tuned.pipe, tuned.rewrite))
+    context = {}  # the evaluation set, training images and threshold, built once when a model needs them
     scores, matches = [], []
-    for condition, pipe, rewrite in models:
-        scored = suite.membership_scores(pipe, evaluation, [domain], params, rewrite, progress=False)
-        scores.append(scored.assign(condition=condition))
-        sample_params = dataclasses.replace(params, extraction_samples=params.main_extraction_samples)
-        generations, prompted = suite.generate_for_domains(pipe, [domain], sample_params, rewrite, progress=False)
-        found = suite.extraction_matches(generations, prompted, training_rows, training, threshold, params)
-        matches.append(found.assign(condition=condition, threshold=threshold))
-    scores = pd.concat(scores, ignore_index=True).assign(**label)
-    matches = pd.concat(matches, ignore_index=True).assign(**label)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scores.to_parquet(out_dir / CELL_SCORES, index=False)
-    matches.to_parquet(out_dir / CELL_EXTRACTION, index=False)
-    (out_dir / CELL_INFO).write_text(json.dumps({**label, "seconds": time.perf_counter() - started,
-                                                 "threshold": threshold, "conditions": list(conditions)}))
-    return scores, matches
+    for condition in (BEFORE, *conditions):
+        folder = out_dir / condition
+        if not (folder / CELL_INFO).is_file():
+            _evaluate_condition(condition, params, data, target, label["domain"], folder, context, device, progress)
+        scores.append(pd.read_parquet(folder / CELL_SCORES))
+        matches.append(pd.read_parquet(folder / CELL_EXTRACTION))
+    return (pd.concat(scores, ignore_index=True).assign(**label),
+            pd.concat(matches, ignore_index=True).assign(**label))
+
+
+def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderData, target, domain: str,
+                        folder: Path, context: dict, device: str, progress: bool) -> None:
+    """Fine-tune (unless ``condition`` is the target itself), attack, and save the results into ``folder``."""
+    started = time.perf_counter()
+    if not context:
+        context["evaluation"] = evaluation_view(data)
+        context["training"] = suite.training_images(data, params.image_size)
+        evaluation = context["evaluation"]
+        context["threshold"] = suite.extraction_threshold(evaluation, evaluation.private_domains,
+                                                          context["training"][1], params)
+    pipe, rewrite = target, None
+    if condition != BEFORE:
+        trained_on = training_set(condition, params, data, target, domain, progress)
+        result = finetune.finetune(params.method, params, trained_on, folder, domain, None, device, progress)
+        tuned = finetune.load_finetuned(result.folder, device)
+        pipe, rewrite = tuned.pipe, tuned.rewrite
+    scores = suite.membership_scores(pipe, context["evaluation"], [domain], params, rewrite, progress=False)
+    sample_params = dataclasses.replace(params, extraction_samples=params.main_extraction_samples)
+    generations, prompted = suite.generate_for_domains(pipe, [domain], sample_params, rewrite, progress=False)
+    rows, images = context["training"]
+    found = suite.extraction_matches(generations, prompted, rows, images, context["threshold"], params)
+    folder.mkdir(parents=True, exist_ok=True)
+    scores.assign(condition=condition).to_parquet(folder / CELL_SCORES, index=False)
+    found.assign(condition=condition, threshold=context["threshold"]).to_parquet(folder / CELL_EXTRACTION, index=False)
+    (folder / CELL_INFO).write_text(json.dumps({"condition": condition, "threshold": context["threshold"],
+                                                "seconds": time.perf_counter() - started}))
 
 
 def _paired_draws(scores: pd.DataFrame, condition: str, n_bootstrap: int, seed: int) -> dict:
@@ -263,8 +271,9 @@ def paper_table(summary: pd.DataFrame, attacks=("secmi_ldm", "pia", "loss"), met
 
 # parameters that choose *which* cells run or how tables are drawn, not what happens inside a cell
 PLAN_PARAMS = ("models", "attack_domains", "extraction_samples", "preview_samples", "methods", "experiment_domains",
-               "seeds", "n_bootstrap", "ablation_domains", "ablation_seeds", "publish", "ablation_levels", "ablation_sp_sizes", "ablation_steps", "ablation_lrs",
-               "map_lrs", "map_steps", "map_pretrain_steps", "device", "checkpoint_every", "ft_checkpoint_every")
+               "seeds", "n_bootstrap", "ablation_domains", "ablation_seeds", "publish", "report_results", "conditions",
+               "ablation_levels", "ablation_sp_sizes", "ablation_steps", "ablation_lrs", "map_lrs", "map_steps",
+               "map_pretrain_steps", "device", "checkpoint_every", "ft_checkpoint_every")
 
 
 def cell_dir(params: Params) -> Path:

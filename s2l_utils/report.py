@@ -38,6 +38,21 @@ def collect(roots: list[Path]) -> dict[str, pd.DataFrame]:
     return found
 
 
+def from_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
+    """The main summary from a sweep's collected table (``python -m s2l_utils.sweep``): its ``s2l_effects``
+    rows, from every shard, averaged over cells exactly as notebook 11 does."""
+    from .experiment import summarize
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep results not found: {path} (run python -m s2l_utils.sweep ... first)")
+    collected = pd.read_parquet(path)
+    effects = collected[collected["table"] == "s2l_effects"] if "table" in collected else collected
+    if effects.empty:
+        raise ValueError(f"{path} has no s2l_effects rows: collect the sweep with tables: [s2l_effects]")
+    return {"main": summarize(effects, ["method", "comparison", "attack", "metric"])}
+
+
 def _ci(row) -> str:
     return f"{row['delta']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]"
 

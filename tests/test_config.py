@@ -2,6 +2,7 @@ import pytest
 
 from s2l_utils import config
 from s2l_utils.config import ConfigError
+from s2l_utils.pretrain import TARGET_PARAMS
 
 
 def test_profiles_load_and_differ():
@@ -10,6 +11,9 @@ def test_profiles_load_and_differ():
     assert smoke.pretrain_steps < mini.pretrain_steps and smoke.private_domains < mini.private_domains
     assert sd.image_size == 512 and sd.base_model == "CompVis/stable-diffusion-v1-1"
     assert smoke.digest() != mini.digest()
+    full = config.load_profile("full")
+    assert full.experiment_domains == 0 and len(full.seeds) >= 3 and len(full.map_pretrain_steps) == 3
+    assert full.digest(*TARGET_PARAMS) == mini.digest(*TARGET_PARAMS), "full attacks the same target as mini"
 
 
 def test_sd_profile_names_the_papers_40_domains():
@@ -25,13 +29,20 @@ def test_overrides_apply_and_none_keeps_the_profile_value():
 
 
 def test_unknown_profile_names_the_available_ones():
-    with pytest.raises(ConfigError, match=r"unknown profile 'tiny'\. Available: mini, sd, smoke"):
+    with pytest.raises(ConfigError, match=r"unknown profile 'tiny'\. Available: full, mini, sd, smoke"):
         config.load_profile("tiny")
 
 
 def test_unknown_parameter_names_the_valid_ones():
     with pytest.raises(ConfigError, match=r"unknown parameters: pretrain_stepz\. Valid names: .*pretrain_steps"):
         config.load_profile("mini", pretrain_stepz=3)
+
+
+def test_float_parameters_accept_yaml_exponent_strings():
+    p = config.load_profile("mini", map_lrs=["1e-6", 1], pretrain_lr="1e-3")
+    assert p.map_lrs == [1e-6, 1.0] and p.pretrain_lr == 1e-3
+    with pytest.raises(ConfigError, match="map_lrs"):
+        config.load_profile("mini", map_lrs=["fast"])
 
 
 def test_unknown_key_in_a_profile_file_is_rejected(tmp_path):
@@ -51,6 +62,9 @@ def test_unknown_key_in_a_profile_file_is_rejected(tmp_path):
     ({"image_size": 18, "unet_channels": [16, 32, 64]}, "divisible by 4"),
     ({"device": "tpu"}, "device"),
     ({"private_domains": True}, "private_domains"),
+    ({"map_lrs": []}, "must not be empty"),
+    ({"ablation_steps": [10, 0]}, "ablation_steps"),
+    ({"attacks": ["loss", "lira"]}, "unknown attacks"),
 ])
 def test_impossible_values_are_rejected(override, message):
     with pytest.raises(ConfigError, match=message):

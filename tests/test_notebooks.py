@@ -86,6 +86,32 @@ def test_attack_notebooks_compare_the_target_with_every_fine_tuned_run(smoke_run
     assert {"mia_auc.png", "mia_roc.png", "extraction_distances.png", "extraction_pairs_target.png"} <= figures
 
 
+def test_experiment_notebooks_write_effects_and_the_report_restates_them(smoke_runs):
+    import pandas as pd
+
+    folders, _ = smoke_runs
+    by_name = {f.name: f for f in folders}
+    main = by_name["11_s2l_main"]
+    summary = pd.read_parquet(main / "s2l_summary.parquet")
+    assert set(summary["method"]) == {"lora", "textual_inversion"}
+    assert {"after - before", "S2L effect (S2L - cross-domain)", "S2L - real non-member"} == set(summary["comparison"])
+    assert (summary["lo"] <= summary["delta"] + 1e-12).all() and (summary["delta"] <= summary["hi"] + 1e-12).all()
+    assert json.loads((main / "metrics.json").read_text())["cells"] == 2
+    ablations = pd.read_parquet(by_name["12_ablations"] / "ablation_summary.parquet")
+    assert set(ablations["ablation"]) == {"sp_level", "sp_size", "ft_steps", "ft_lr", "weight_noise"}
+    heat = pd.read_parquet(by_name["12_ablations"] / "s2l_map.parquet")
+    assert set(heat["ft_steps"]) == {2, 4} and set(heat["comparison"]) == {"S2L effect (S2L - cross-domain)"}
+    transfer = pd.read_parquet(by_name["13_domain_transfer"] / "transfer_summary.parquet")
+    assert "DomainTrans - S2L" in set(transfer["comparison"])
+    text = (by_name["14_report"] / "results.md").read_text()
+    effect = summary[(summary["comparison"] == "S2L effect (S2L - cross-domain)") & (summary["attack"] == "pia")
+                     & (summary["metric"] == "auc")]
+    assert f"mean {effect['delta'].mean():+.3f}" in text, "the report quotes the table's numbers"
+    report_metrics = json.loads((by_name["14_report"] / "metrics.json").read_text())
+    assert report_metrics["published"] is False and set(report_metrics["tables"]) == {"main", "ablations", "map",
+                                                                                      "transfer"}
+
+
 def test_finished_runs_are_skipped_and_no_temporary_folder_remains(smoke_runs):
     folders, _ = smoke_runs
     stamp = (folders[1] / "metrics.json").stat().st_mtime_ns

@@ -1,0 +1,155 @@
+"""Experiment cells: the controls' training sets, the paired effects and their CIs, resumption, the report."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from s2l_utils import experiment, finetune, models, pretrain, report, world
+from s2l_utils.config import ConfigError
+
+
+def test_nonmember_halves_are_disjoint_and_never_scored_after_training_a_control(smoke_data):
+    for domain in smoke_data.private_domains:
+        control, evaluation = experiment.split_nonmembers(smoke_data, domain)
+        assert len(control) == len(evaluation) == 3
+        assert not set(control["file_name"]) & set(evaluation["file_name"])
+    view = experiment.evaluation_view(smoke_data)
+    domain = smoke_data.private_domains[0]
+    control, evaluation = experiment.split_nonmembers(smoke_data, domain)
+    assert list(view.split(domain, "nonmember")["file_name"]) == list(evaluation["file_name"])
+    assert view.split(domain, "member").equals(smoke_data.split(domain, "member"))
+    assert len(smoke_data.meta) - len(view.meta) == 3 * len(smoke_data.private_domains)
+
+
+def test_each_condition_trains_on_what_it_claims(smoke_params, smoke_data):
+    params = dataclasses.replace(smoke_params, sp_size=4, sp_steps=2, transfer_domains=1)
+    target = models.build_miniature(params, smoke_data.meta["text"])
+    domain, other = smoke_data.private_domains[:2]
+    s2l = experiment.training_set("s2l", params, smoke_data, target, domain, progress=False)
+    assert set(s2l.meta["domain"]) == {domain} and len(s2l) == 4
+    cross = experiment.training_set("cross_domain", params, smoke_data, target, domain, progress=False)
+    assert set(cross.meta["domain"]) == {other} and experiment.cross_domain_of(smoke_data, domain) == other
+    real = experiment.training_set("real_nonmember", params, smoke_data, target, domain, progress=False)
+    control, _ = experiment.split_nonmembers(smoke_data, domain)
+    assert list(real.pretraining_set()["file_name"]) == list(control["file_name"])
+    assert set(real.pretraining_set()["text"]) == {world.domain_prompt(domain)}
+    transfer = experiment.training_set("domain_transfer", params, smoke_data, target, domain, progress=False)
+    rows = transfer.pretraining_set()
+    assert len(rows) == 4 + 4 and set(rows["domain"]) - {domain} <= set(smoke_data.public_domains)
+    assert transfer.load_images(rows, 16).shape == (8, 3, 16, 16), "SP and public images load from one view"
+    with pytest.raises(ConfigError, match="unknown conditions"):
+        experiment.check_conditions(["s2l", "shuffle"])
+
+
+def _scores(condition_scores: dict) -> pd.DataFrame:
+    frames = []
+    for condition, (members, nonmembers) in condition_scores.items():
+        frames.append(pd.DataFrame({
+            "domain": "A", "file_name": [f"m{i}" for i in range(len(members))] + [f"n{i}" for i in range(len(nonmembers))],
+            "is_member": [True] * len(members) + [False] * len(nonmembers), "score": [*members, *nonmembers],
+            "attack": "loss", "condition": condition, "method": "lora", "seed": 0}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _matches(hits: dict) -> pd.DataFrame:
+    return pd.concat([pd.DataFrame({"domain": "A", "generation": range(len(h)), "extracted": [f is not None for f in h],
+                                    "nearest_file": [f or "x" for f in h], "condition": condition})
+                      for condition, h in hits.items()], ignore_index=True)
+
+
+def test_effects_are_paired_differences_with_bootstrap_cis():
+    rng = np.random.default_rng(0)
+    noise = list(rng.normal(size=40)), list(rng.normal(size=40))
+    separated = list(rng.normal(3, 1, 40)), list(rng.normal(0, 1, 40))
+    scores = _scores({"target": noise, "s2l": separated, "cross_domain": noise})
+    matches = _matches({"target": [None] * 4, "s2l": ["a", "a", "b", None], "cross_domain": [None] * 4})
+    metrics_table, effects = experiment.cell_tables(scores, matches, n_bootstrap=200)
+    auc = metrics_table[(metrics_table["metric"] == "auc")].set_index("condition")["value"]
+    assert auc["s2l"] > 0.95 and auc["target"] == auc["cross_domain"]
+    effect = effects[(effects["comparison"] == "S2L effect (S2L - cross-domain)") & (effects["metric"] == "auc")
+                     & (effects["attack"] == "loss")].iloc[0]
+    assert effect["delta"] == pytest.approx(auc["s2l"] - auc["cross_domain"]) and effect["lo"] > 0
+    same = effects[(effects["comparison"] == "after - before") & (effects["attack"] == "loss")]
+    assert (same["delta"] > 0).all()
+    extracted = effects[(effects["attack"] == "extraction") & (effects["comparison"] == "after - before")]
+    assert extracted.set_index("metric")["delta"].to_dict() == {"extracted": 3.0, "distinct_images": 2.0}
+    assert "S2L - real non-member" not in set(effects["comparison"]), "no real-data control in this cell"
+    # identical conditions give exactly zero, with a zero-width interval (the bootstrap is paired)
+    _, null = experiment.cell_tables(_scores({"target": noise, "s2l": noise}), _matches({"target": [None], "s2l": [None]}),
+                                     n_bootstrap=50)
+    assert (null["delta"] == 0).all() and (null["lo"] == 0).all() and (null["hi"] == 0).all()
+
+
+def test_summary_averages_cells_and_combines_their_intervals():
+    effects = pd.DataFrame({"method": "lora", "comparison": "c", "attack": "loss", "metric": "auc",
+                            "delta": [0.1, 0.3], "lo": [0.1 - 1.96 * 0.05, 0.3 - 1.96 * 0.05],
+                            "hi": [0.1 + 1.96 * 0.05, 0.3 + 1.96 * 0.05], "model_value": [0.8, 0.9],
+                            "reference_value": [0.7, 0.6]})
+    row = experiment.summarize(effects, ["method", "comparison", "attack", "metric"]).iloc[0]
+    se = np.sqrt(2 * 0.05 ** 2) / 2
+    assert row["delta"] == pytest.approx(0.2) and row["lo"] == pytest.approx(0.2 - 1.96 * se)
+    assert row["cells"] == 2 and row["verdict"] == "up" and row["before"] == pytest.approx(0.65)
+
+
+def test_plan_is_the_full_grid_and_rejects_unknown_methods(smoke_params, smoke_data):
+    params = dataclasses.replace(smoke_params, methods=["lora", "textual_inversion"], experiment_domains=2, seeds=[0, 1])
+    cells = experiment.plan(params, smoke_data, ft_steps=[1, 2, 3])
+    assert len(cells) == 2 * 2 * 2 * 3
+    assert len({experiment.cell_dir(p) for p, _ in cells}) == len(cells), "every cell has its own cache folder"
+    assert {(p.method, p.target_domain, p.seed, p.ft_steps) for p, _ in cells} == \
+        {(c["method"], c["domain"], c["seed"], c["ft_steps"]) for _, c in cells}
+    with pytest.raises(ValueError, match="unknown"):
+        experiment.plan(dataclasses.replace(params, methods=["lorax"]), smoke_data)
+
+
+def test_a_finished_cell_is_read_back_not_recomputed(smoke_params, smoke_data, tmp_path, monkeypatch):
+    params = dataclasses.replace(smoke_params, method="lora", ft_steps=1, sp_size=4, sp_steps=2,
+                                 main_extraction_samples=2, attacks=["loss", "pia"], target_domain="")
+    target, _ = pretrain.pretrain_target(params, smoke_data, progress=False)  # fine-tuning starts from the saved target
+    scores, matches = experiment.run_cell(params, smoke_data, target, tmp_path / "cell", ["s2l", "cross_domain"],
+                                          progress=False)
+    assert set(scores["condition"]) == {"target", "s2l", "cross_domain"} and set(scores["attack"]) == {"loss", "pia"}
+    assert len(matches) == 3 * 2 and matches["threshold"].nunique() == 1
+    monkeypatch.setattr(finetune, "finetune", lambda *a, **k: pytest.fail("a finished cell was fine-tuned again"))
+    again, _ = experiment.run_cell(params, smoke_data, target, tmp_path / "cell", ["s2l", "cross_domain"])
+    pd.testing.assert_frame_equal(scores, again)
+
+
+def test_report_numbers_come_from_the_table_and_the_readme_section_is_replaced(tmp_path):
+    rows = []
+    for method, delta in (("lora", 0.08), ("dreambooth", -0.02)):
+        for comparison, d in ((report.EFFECT, delta), (report.AFTER, delta / 2)):
+            rows.append({"method": method, "comparison": comparison, "attack": "pia", "metric": "auc", "delta": d,
+                         "lo": d - 0.03, "hi": d + 0.03, "cells": 1, "before": 0.7, "after": 0.7 + d,
+                         "verdict": "up" if d - 0.03 > 0 else "no change"})
+    summary = pd.DataFrame(rows)
+    claims = report.verdicts({"main": summary})
+    assert len(claims) == 1 and claims[0]["agrees"] == "partly"
+    assert "mean +0.030" in claims[0]["measured"] and "CI above 0 for 1" in claims[0]["measured"]
+    assert "lora +0.080 [+0.050, +0.110]" in claims[0]["measured"]
+    table = experiment.paper_table(summary, attacks=["pia"])
+    assert table.loc["lora", "pia S2L effect"] == "+0.080 [+0.050, +0.110]"
+    assert table.loc["dreambooth", "pia after"] == pytest.approx(0.69)  # after - before row: 0.7 + (-0.02 / 2)
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nintro\n")
+    for text in ("first\n", "second\n"):
+        report.write_section(readme, "mini", text)
+    content = readme.read_text()
+    assert content.count("<!-- results:mini:start -->") == 1 and "second" in content and "first" not in content
+    assert content.startswith("# Title\n\nintro")
+    with pytest.raises(FileNotFoundError, match="run notebook 11"):
+        report.collect([tmp_path])
+
+
+def test_the_report_can_summarise_a_sweeps_collected_effects(tmp_path):
+    cells = pd.DataFrame({"method": ["lora", "lora"], "comparison": report.EFFECT, "attack": "pia", "metric": "auc",
+                          "delta": [0.1, 0.3], "lo": [0.0, 0.2], "hi": [0.2, 0.4], "model_value": [0.8, 0.9],
+                          "reference_value": [0.7, 0.6], "table": "s2l_effects", "run_dir": ["a", "b"]})
+    path = tmp_path / "results.parquet"
+    pd.concat([cells, cells.assign(table="s2l_metrics")]).to_parquet(path)
+    main = report.from_sweep(path)["main"]
+    assert len(main) == 1 and main["delta"].iloc[0] == pytest.approx(0.2) and main["cells"].iloc[0] == 2
+    with pytest.raises(FileNotFoundError, match="sweep results not found"):
+        report.from_sweep(tmp_path / "missing.parquet")
