@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv with the pinned stack
 
-# mini: the reproduction's main line (setup, target, SP set, attacks on the target, the main experiment,
-# the report); the per-method walk-throughs 03-08 and the ablations 12-13 run with NOTEBOOKS=... or PROFILE=full
-NOTEBOOKS_mini := 00 01 02 09 10 11 14
+# mini: the reproduction's main line (setup, target, attacks on the target, the main experiment, the report);
+# the walk-throughs 02-08 and the ablations 12-13 run with NOTEBOOKS="..." or PROFILE=full
+NOTEBOOKS_mini := 00 01 09 10 11 14
 NOTEBOOKS ?= $(NOTEBOOKS_$(PROFILE))
 
 reproduce: $(STAMP)  ## run PROFILE's notebooks (default mini; full and sd: all) into runs/PROFILE/

@@ -78,7 +78,7 @@ class Params:
     ft_steps: int = _p(100, "fine-tuning optimisation steps")
     ft_batch_size: int = _p(16, "fine-tuning batch size")
     ft_lr: float = _p(0.0, "fine-tuning learning rate; 0 = the method's default")
-    ft_checkpoint_every: int = _p(100, "fine-tuning steps between resumable checkpoints")
+    ft_checkpoint_every: int = _p(500, "fine-tuning steps between resumable checkpoints")
     train_text_encoder: bool = _p(False, "DreamBooth / LoRA: also train the text encoder")
     prior_preservation: bool = _p(False, "add DreamBooth's prior-preservation loss on class images")
     prior_images: int = _p(32, "class images generated for prior preservation")

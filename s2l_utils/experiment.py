@@ -141,7 +141,7 @@ def run_cell(params: Params, data: world.ImageFolderData, target, out_dir: Path,
     context = {}  # the evaluation set, training images and threshold, built once when a model needs them
     scores, matches = [], []
     for condition in (BEFORE, *conditions):
-        folder = out_dir / condition
+        folder = target_results_dir(params) if condition == BEFORE else out_dir / condition
         if not (folder / CELL_INFO).is_file():
             _evaluate_condition(condition, params, data, target, label["domain"], folder, context, device, progress)
         scores.append(pd.read_parquet(folder / CELL_SCORES))
@@ -281,6 +281,19 @@ def cell_dir(params: Params) -> Path:
     notebook that asks for it again (11 and 12 share their common cells) and an interrupted run resumes."""
     names = [n for n in params.to_dict() if n not in PLAN_PARAMS]
     return paths.cache_dir("cells") / params.digest(*names)
+
+
+# parameters of the fine-tuning and of the SP set: the target's own results in a cell do not depend on them
+FINETUNE_PARAMS = ("method", "ft_steps", "ft_batch_size", "ft_lr", "train_text_encoder", "prior_preservation",
+                   "prior_images", "prior_loss_weight", "lora_rank", "lora_alpha", "ti_num_vectors", "ti_initializer",
+                   "hn_layer_structure", "weight_noise_scale", "sp_level", "sp_size", "sp_sampler", "sp_steps",
+                   "sp_guidance", "class_prompt", "transfer_domains")
+
+
+def target_results_dir(params: Params) -> Path:
+    """Where the target's results on a cell's domain are cached: shared by every method and fine-tuning setting."""
+    names = [n for n in params.to_dict() if n not in PLAN_PARAMS + FINETUNE_PARAMS]
+    return paths.cache_dir("cells") / f"target-{params.digest(*names)}"
 
 
 def plan(params: Params, data: world.ImageFolderData, **swept) -> list[tuple[Params, dict]]:

@@ -53,6 +53,18 @@ def from_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
     return {"main": summarize(effects, ["method", "comparison", "attack", "metric"])}
 
 
+def _agreement(up: int, down: int, total: int) -> str:
+    """How a claim of an increase fares over ``total`` estimates, of which ``up`` / ``down`` have a CI
+    entirely above / below 0. A CI that includes 0 is "not shown", not a contradiction."""
+    if up > total / 2:
+        return "yes"
+    if up:
+        return f"partly ({up} of {total})"
+    if down:
+        return f"no: lower for {down} of {total}"
+    return "not shown (every CI includes 0)"
+
+
 def _ci(row) -> str:
     return f"{row['delta']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]"
 
@@ -73,7 +85,7 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
             "measured": f"S2L effect over {len(rows)} methods: mean {rows['delta'].mean():+.3f}; CI above 0 for {up}, "
                         f"below 0 for {down}; largest {best['method']} {_ci(best)}. After − before: mean "
                         f"{raw['delta'].mean():+.3f}",
-            "agrees": "yes" if up > len(rows) / 2 else ("partly" if up else "no")})
+            "agrees": _agreement(up, down, len(rows))})
     extracted = main[(main["attack"] == "extraction") & (main["metric"] == "extracted")]
     if len(extracted):
         before = extracted[extracted["comparison"] == AFTER]
@@ -83,8 +95,8 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
             "measured": f"extracted generations per cell: target {before['before'].mean():.1f}, after S2L "
                         f"{before['after'].mean():.1f} (max over methods {before['after'].max():.1f}); S2L effect CI "
                         f"above 0 for {int((gain['verdict'] == 'up').sum())} of {len(gain)} methods",
-            "agrees": "yes" if (gain["verdict"] == "up").sum() > len(gain) / 2 else
-                      ("partly" if (gain["verdict"] == "up").any() else "no")})
+            "agrees": _agreement(int((gain["verdict"] == "up").sum()), int((gain["verdict"] == "down").sum()),
+                                 len(gain))})
     if "ablations" in tables:
         levels = tables["ablations"]
         levels = levels[(levels["ablation"] == "sp_level") & (levels["comparison"] == EFFECT)
@@ -103,7 +115,8 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
                     "measured": f"DomainTrans − S2L: AUC mean {auc['delta'].mean():+.3f} (CI above 0 for "
                                 f"{int((auc['verdict'] == 'up').sum())} of {len(auc)}), extracted mean "
                                 f"{ext['delta'].mean():+.1f}",
-                    "agrees": "yes" if (auc["verdict"] == "up").sum() > len(auc) / 2 else "no"})
+                    "agrees": _agreement(int((auc["verdict"] == "up").sum()), int((auc["verdict"] == "down").sum()),
+                                         len(auc))})
     if "map" in tables:
         cells = tables["map"][tables["map"]["metric"] == "auc"]
         up = cells[cells["verdict"] == "up"]
@@ -112,7 +125,7 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
                                 "whose CI lies above 0" +
                                 (": " + "; ".join(f"{r.attack} lr {r.ft_lr:g} x {r.ft_steps} steps {r.delta:+.3f}"
                                                   for r in up.itertuples()) if len(up) else ""),
-                    "agrees": "yes" if len(up) else "no"})
+                    "agrees": "yes" if len(up) else "not shown (every CI includes 0 or lies below)"})
     return out
 
 

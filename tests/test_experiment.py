@@ -126,7 +126,7 @@ def test_report_numbers_come_from_the_table_and_the_readme_section_is_replaced(t
                          "verdict": "up" if d - 0.03 > 0 else "no change"})
     summary = pd.DataFrame(rows)
     claims = report.verdicts({"main": summary})
-    assert len(claims) == 1 and claims[0]["agrees"] == "partly"
+    assert len(claims) == 1 and claims[0]["agrees"] == "partly (1 of 2)"
     assert "mean +0.030" in claims[0]["measured"] and "CI above 0 for 1" in claims[0]["measured"]
     assert "lora +0.080 [+0.050, +0.110]" in claims[0]["measured"]
     table = experiment.paper_table(summary, attacks=["pia"])
