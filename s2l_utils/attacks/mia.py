@@ -42,12 +42,19 @@ def loss_scores(model: DiffusionModel, images: torch.Tensor, captions: list[str]
             torch.randn((len(grid) * noise_draws, *x0.shape[1:]),
                         generator=torch.Generator().manual_seed(seed * 1_000_003 + start + i))
             for i in range(len(x0))]).to(x0.device, x0.dtype)  # (B, K*D, C, H, W)
-        errors = torch.zeros(len(x0), device=x0.device)
-        for k, t in enumerate(grid.repeat_interleave(noise_draws)):
-            noise = noises[:, k]
-            tt = t.repeat(len(x0))
-            pred = model.predict_noise(model.add_noise(x0, noise, tt), tt.to(x0.device), text)
-            errors += (pred.float() - noise.float()).pow(2).flatten(1).mean(1)
+        # every (image, timestep, draw) is one row; rows go through the UNet in batches of batch_size, so few
+        # images with many timesteps still fill the batch
+        steps = grid.repeat_interleave(noise_draws).to(x0.device)
+        b, k = noises.shape[:2]
+        rows_x0, rows_text = x0.repeat_interleave(k, 0), text.repeat_interleave(k, 0)
+        rows_noise, rows_t = noises.flatten(0, 1), steps.repeat(b)
+        row_errors = []
+        for r in range(0, b * k, batch_size):
+            sl = slice(r, r + batch_size)
+            noisy = model.add_noise(rows_x0[sl], rows_noise[sl], rows_t[sl])
+            pred = model.predict_noise(noisy, rows_t[sl], rows_text[sl])
+            row_errors.append((pred.float() - rows_noise[sl].float()).pow(2).flatten(1).mean(1))
+        errors = torch.cat(row_errors).view(b, k).sum(1)
         scores.append(-(errors / (len(grid) * noise_draws)).cpu())
     return torch.cat(scores).numpy()
 

@@ -157,7 +157,7 @@ def generate_for_domains(pipe, domains: list[str], params: Params, rewrite=None,
     prompts = [world.domain_prompt(d) for d in prompted]
     prompts = rewrite(prompts) if rewrite else prompts
     images = sampling.generate(pipe, prompts, params.seed, params.extraction_steps, params.guidance_scale,
-                               progress=progress)
+                               batch_size=params.attack_batch_size, progress=progress)
     return images, prompted
 
 
