@@ -63,7 +63,6 @@ preview_samples = None  # generations shown beside their nearest training images
 import time
 
 import pandas as pd
-import torch
 
 from s2l_utils import models, notebook, plots, pretrain, sampling, world
 from s2l_utils.attacks import extraction, metrics, mia

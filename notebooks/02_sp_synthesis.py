@@ -63,7 +63,6 @@ weight_noise_scale = None  # weight_noise: noise std relative to each weight ten
 # %%
 import dataclasses
 
-import pandas as pd
 
 from s2l_utils import finetune, notebook, plots, pretrain, sampling, synthesis, world
 from s2l_utils.attacks import extraction

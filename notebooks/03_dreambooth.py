@@ -52,7 +52,6 @@ prior_loss_weight = None  # weight of the prior-preservation loss
 
 # %%
 import pandas as pd
-import torch
 
 from s2l_utils import finetune, notebook, s2l
 

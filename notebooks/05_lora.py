@@ -50,7 +50,6 @@ lora_alpha = None  # LoRA alpha (scale alpha / r)
 train_text_encoder = None  # also put adapters on the text encoder
 
 # %%
-import pandas as pd
 import torch
 
 from s2l_utils import finetune, notebook, s2l

@@ -48,7 +48,6 @@ seed = None  # seed of everything random
 hn_layer_structure = None  # MLP widths relative to the attention width, e.g. [1, 2, 1]
 
 # %%
-import pandas as pd
 import torch
 
 from s2l_utils import finetune, notebook, s2l

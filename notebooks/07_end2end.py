@@ -46,7 +46,6 @@ seed = None  # seed of everything random
 
 # %%
 import pandas as pd
-import torch
 
 from s2l_utils import finetune, notebook, s2l
 

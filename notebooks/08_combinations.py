@@ -57,7 +57,6 @@ prior_preservation = None  # add the prior-preservation loss on class images
 
 # %%
 import pandas as pd
-import torch
 
 from s2l_utils import finetune, notebook, s2l
 

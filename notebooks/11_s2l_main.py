@@ -65,8 +65,6 @@ main_extraction_samples = None  # generations per model for the extraction count
 n_bootstrap = None  # bootstrap draws per confidence interval
 
 # %%
-import pandas as pd
-
 from s2l_utils import experiment, notebook, plots, pretrain, world
 
 run = notebook.start("11_s2l_main", profile, run_dir, methods=methods, experiment_domains=experiment_domains,

@@ -41,7 +41,6 @@ COMPARISONS = {  # name: (model, reference)
     "S2L - real non-member": ("s2l", "real_nonmember"),
     "DomainTrans - S2L": ("domain_transfer", "s2l"),
 }
-EXTRACTION_METRICS = ("extracted", "distinct_images")
 CELL_SCORES, CELL_EXTRACTION, CELL_INFO = "scores.parquet", "extraction.parquet", "cell.json"
 
 
@@ -121,11 +120,6 @@ def _absolute(data: world.ImageFolderData) -> world.ImageFolderData:
     return view
 
 
-def cell_name(method: str, domain: str, seed: int, tag: str = "") -> str:
-    slug = domain.lower().replace(" ", "_")
-    return f"{method}__{slug}__seed{seed}" + (f"__{tag}" if tag else "")
-
-
 def run_cell(params: Params, data: world.ImageFolderData, target, out_dir: Path, conditions=CONDITIONS[:3],
              device: str = "cpu", progress: bool = True, label: dict | None = None):
     """Attack the target and a model fine-tuned under each condition, on the attacked domain.
@@ -187,8 +181,8 @@ def _paired_draws(scores: pd.DataFrame, condition: str, n_bootstrap: int, seed: 
     rng = np.random.default_rng(seed)
     m_idx = rng.integers(0, len(members), (n_bootstrap, len(members)))
     n_idx = rng.integers(0, len(nonmembers), (n_bootstrap, len(nonmembers)))
-    point = metrics._batched_metrics(members[None], nonmembers[None], (0.01,))
-    draws = metrics._batched_metrics(members[m_idx], nonmembers[n_idx], (0.01,))
+    point = metrics.batched_metrics(members[None], nonmembers[None], (0.01,))
+    draws = metrics.batched_metrics(members[m_idx], nonmembers[n_idx], (0.01,))
     return {name: (float(point[name][0]), draws[name]) for name in ("auc", "tpr@1%fpr", "asr")}
 
 

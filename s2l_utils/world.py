@@ -14,7 +14,6 @@ Real data (e.g. a LAION subset of celebrities) in that layout plugs in unchanged
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile

@@ -19,7 +19,7 @@ def _checked(member_scores, nonmember_scores) -> tuple[np.ndarray, np.ndarray]:
     return members, nonmembers
 
 
-def _batched_metrics(members: np.ndarray, nonmembers: np.ndarray, max_fprs: tuple[float, ...]) -> dict:
+def batched_metrics(members: np.ndarray, nonmembers: np.ndarray, max_fprs: tuple[float, ...]) -> dict:
     """AUC, ASR and strict TPR@FPR for each row of (B, M) member and (B, N) non-member score arrays at once,
     so thousands of bootstrap draws cost one vectorised pass instead of thousands of ROC curves."""
     n_m, n_n = members.shape[1], nonmembers.shape[1]
@@ -48,31 +48,31 @@ def _batched_metrics(members: np.ndarray, nonmembers: np.ndarray, max_fprs: tupl
 
 def roc_auc(member_scores, nonmember_scores) -> float:
     members, nonmembers = _checked(member_scores, nonmember_scores)
-    return float(_batched_metrics(members[None], nonmembers[None], ())["auc"][0])
+    return float(batched_metrics(members[None], nonmembers[None], ())["auc"][0])
 
 
 def tpr_at_fpr(member_scores, nonmember_scores, max_fpr: float) -> float:
     """Largest TPR among thresholds whose FPR is <= ``max_fpr`` (never the point with the closest FPR)."""
     members, nonmembers = _checked(member_scores, nonmember_scores)
-    metrics = _batched_metrics(members[None], nonmembers[None], (max_fpr,))
+    metrics = batched_metrics(members[None], nonmembers[None], (max_fpr,))
     return float(next(v for k, v in metrics.items() if k.startswith("tpr@"))[0])
 
 
 def attack_accuracy(member_scores, nonmember_scores) -> float:
     """ASR: accuracy of the best single threshold, with members and non-members weighted as given."""
     members, nonmembers = _checked(member_scores, nonmember_scores)
-    return float(_batched_metrics(members[None], nonmembers[None], ())["asr"][0])
+    return float(batched_metrics(members[None], nonmembers[None], ())["asr"][0])
 
 
 def membership_metrics(member_scores, nonmember_scores, n_bootstrap: int = 500, seed: int = 0) -> dict:
     """AUC, ASR and TPR at 1% / 0.1% FPR, with stratified bootstrap 95% CIs (``*_lo``, ``*_hi``)."""
     members, nonmembers = _checked(member_scores, nonmember_scores)
     fprs = (0.01, 0.001)
-    out = {name: float(v[0]) for name, v in _batched_metrics(members[None], nonmembers[None], fprs).items()}
+    out = {name: float(v[0]) for name, v in batched_metrics(members[None], nonmembers[None], fprs).items()}
     out.update(n_members=int(members.size), n_nonmembers=int(nonmembers.size))
     if n_bootstrap:
         rng = np.random.default_rng(seed)
-        draws = _batched_metrics(members[rng.integers(0, members.size, (n_bootstrap, members.size))],
+        draws = batched_metrics(members[rng.integers(0, members.size, (n_bootstrap, members.size))],
                                  nonmembers[rng.integers(0, nonmembers.size, (n_bootstrap, nonmembers.size))], fprs)
         for name, values in draws.items():
             out[f"{name}_lo"], out[f"{name}_hi"] = (float(v) for v in np.percentile(values, [2.5, 97.5]))

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import finetune, pretrain, sampling, world
-from ..config import ATTACKS, ConfigError, Params
+from ..config import ConfigError, Params
 from ..models import DiffusionModel
 from . import extraction, metrics, mia
 
