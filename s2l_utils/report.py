@@ -33,8 +33,8 @@ def collect(roots: list[Path]) -> dict[str, pd.DataFrame]:
                 found[name] = pd.read_parquet(path)
                 break
     if "main" not in found:
-        raise FileNotFoundError(f"no main results (11_s2l_main/s2l_summary.parquet) under {', '.join(map(str, roots))}: "
-                                "run notebook 11 first")
+        raise FileNotFoundError(f"no main results (11_s2l_main/s2l_summary.parquet) under "
+                                f"{', '.join(map(str, roots))}: run notebook 11 first")
     return found
 
 
@@ -105,7 +105,10 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
             by_level = levels.groupby("sp_level", sort=False)["delta"].mean()
             out.append({"claim": "more prior knowledge, more leakage (noise < class < name < captions)",
                         "measured": "mean S2L effect on AUC over attacks: " +
-                                    ", ".join(f"{k} {v:+.3f}" for k, v in by_level.items()),
+                                    ", ".join(f"{k} {v:+.3f}" for k, v in by_level.items()) +
+                                    (" (at the class level both domains' SP sets are the same generations of the "
+                                     "class prompt, so S2L equals its control by construction)"
+                                     if "class" in by_level else ""),
                         "agrees": "yes" if by_level.is_monotonic_increasing and by_level.iloc[-1] > 0 else "no"})
     if "transfer" in tables:
         transfer = tables["transfer"]
@@ -119,13 +122,15 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
                                          len(auc))})
     if "map" in tables:
         cells = tables["map"][tables["map"]["metric"] == "auc"]
-        up = cells[cells["verdict"] == "up"]
+        up, down = cells[cells["verdict"] == "up"], cells[cells["verdict"] == "down"]
         out.append({"claim": "(the S2L map) there is a fine-tuning strength where S2L appears",
-                    "measured": f"{len(up)} of {len(cells)} (lr, steps, target, attack) cells have an S2L effect "
-                                "whose CI lies above 0" +
-                                (": " + "; ".join(f"{r.attack} lr {r.ft_lr:g} x {r.ft_steps} steps {r.delta:+.3f}"
-                                                  for r in up.itertuples()) if len(up) else ""),
-                    "agrees": "yes" if len(up) else "not shown (every CI includes 0 or lies below)"})
+                    "measured": f"{len(up)} of {len(cells)} (lr, steps, target, attack) cells have an S2L effect whose "
+                                f"CI lies above 0 and {len(down)} below; 95% CIs over {len(cells)} cells leave about "
+                                f"{0.05 * len(cells):.1f} excluding 0 by chance" +
+                                ("; above 0: " + "; ".join(f"{r.attack} lr {r.ft_lr:g} x {r.ft_steps} steps "
+                                                           f"{r.delta:+.3f}" for r in up.itertuples())
+                                 if len(up) else ""),
+                    "agrees": _agreement(len(up), len(down), len(cells))})
     return out
 
 
