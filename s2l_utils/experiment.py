@@ -136,8 +136,10 @@ def run_cell(params: Params, data: world.ImageFolderData, target, out_dir: Path,
     scores, matches = [], []
     for condition in (BEFORE, *conditions):
         folder = target_results_dir(params) if condition == BEFORE else out_dir / condition
-        if not (folder / CELL_INFO).is_file():
-            _evaluate_condition(condition, params, data, target, label["domain"], folder, context, device, progress)
+        with paths.cache_lock(folder):
+            if not (folder / CELL_INFO).is_file():
+                _evaluate_condition(condition, params, data, target, label["domain"], folder, context, device,
+                                    progress)
         scores.append(pd.read_parquet(folder / CELL_SCORES))
         matches.append(pd.read_parquet(folder / CELL_EXTRACTION))
     return (pd.concat(scores, ignore_index=True).assign(**label),

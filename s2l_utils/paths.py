@@ -7,8 +7,14 @@ under JupyterLab, papermill (any cwd) and Colab. Each root can be moved with an 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; parallel sweeps may then compute a cache entry twice
+    fcntl = None
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -53,3 +59,15 @@ def profiles_dir() -> Path:
 def cache_dir(kind: str) -> Path:
     """Content-addressed caches, e.g. ``cache_dir("targets") / <hash>``."""
     return runs_dir() / "cache" / kind
+
+
+@contextlib.contextmanager
+def cache_lock(entry: Path):
+    """Hold an exclusive lock on one cache entry while it is checked and built, so parallel sweep jobs that need
+    the same entry (an SP set, the target's results) wait for the first one instead of building it twice."""
+    entry = Path(entry)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.with_name(f".{entry.name}.lock"), "w") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

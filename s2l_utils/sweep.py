@@ -25,8 +25,12 @@ a SLURM array ``--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`` (with ``-
 per GPU with ``CUDA_VISIBLE_DEVICES``. After its shard, each invocation collects whatever has finished across
 all shards into ``runs/sweeps/<name>/results.parquet`` (and ``.csv``).
 
-*Parallelism*: ``--jobs N`` runs N points at once, each in its own process. On a 2-core CPU one heavy run at
-a time is fastest, so keep the default ``--jobs 1`` there.
+*Parallelism*: ``--jobs N`` runs N points at once, each in its own process, and gives each job an equal share
+of the CPU threads (``OMP_NUM_THREADS``, unless already set), so the jobs do not oversubscribe the cores. At
+the miniature's sizes one job gains little from a second thread, so on 2 cores ``--jobs 2`` (one thread each)
+finishes about 1.8x more cells per hour than ``--jobs 1`` (measured: two 11_s2l_main cells in 105 s side by
+side, one in 93 s alone). Jobs that need the same cached SP set or target results wait for each other
+(``paths.cache_lock``) instead of computing them twice.
 """
 
 from __future__ import annotations
@@ -144,6 +148,12 @@ def _run_point(profile: str, notebooks: list[str], point: dict, force: bool, log
             "seconds": round(time.perf_counter() - begin, 2)}
 
 
+def share_threads(jobs: int) -> None:
+    """In a worker process: ``OMP_NUM_THREADS`` = this machine's cores / ``jobs`` (at least 1), inherited by the
+    notebook kernels it starts; a value the user set is kept."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+
+
 def run_sweep(sweep: Sweep, shard_spec: tuple[int, int] = (1, 1), jobs: int = 1, force: bool = False,
               log=print) -> pd.DataFrame:
     """Run the points of one shard (``jobs`` at a time, each in its own process when > 1); the status table."""
@@ -164,7 +174,7 @@ def run_sweep(sweep: Sweep, shard_spec: tuple[int, int] = (1, 1), jobs: int = 1,
                 record(i, _run_point(sweep.profile, notebooks, point, force, log))
                 bar.update()
         else:
-            with ProcessPoolExecutor(jobs) as pool:
+            with ProcessPoolExecutor(jobs, initializer=share_threads, initargs=(jobs,)) as pool:
                 futures = {pool.submit(_run_point, sweep.profile, notebooks, point, force): i
                            for i, point in enumerate(points)}
                 for future in as_completed(futures):

@@ -84,7 +84,8 @@ def ensure_sp_set(params: Params, data: ImageFolderData, pipe, domain: str | Non
     """The SP set for these parameters: generated with ``pipe`` (the target) once, then read from the cache."""
     domain = domain or resolve_domain(params, data)
     folder = paths.cache_dir("sp") / sp_key(params, domain)
-    if not (folder / "metadata.jsonl").is_file():
-        images, meta = synthesize(pipe, data, domain, params, progress)
-        write_imagefolder(folder, to_pil(images), meta)
+    with paths.cache_lock(folder):
+        if not (folder / "metadata.jsonl").is_file():
+            images, meta = synthesize(pipe, data, domain, params, progress)
+            write_imagefolder(folder, to_pil(images), meta)
     return ImageFolderData(folder)

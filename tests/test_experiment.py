@@ -1,12 +1,14 @@
 """Experiment cells: the controls' training sets, the paired effects and their CIs, resumption, the report."""
 
 import dataclasses
+import threading
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from s2l_utils import experiment, finetune, models, pretrain, report, world
+from s2l_utils import experiment, finetune, models, paths, pretrain, report, world
 from s2l_utils.config import ConfigError
 
 
@@ -153,3 +155,24 @@ def test_the_report_can_summarise_a_sweeps_collected_effects(tmp_path):
     assert len(main) == 1 and main["delta"].iloc[0] == pytest.approx(0.2) and main["cells"].iloc[0] == 2
     with pytest.raises(FileNotFoundError, match="sweep results not found"):
         report.from_sweep(tmp_path / "missing.parquet")
+
+
+def test_jobs_sharing_a_cache_entry_build_it_one_at_a_time(tmp_path):
+    """Two parallel sweep jobs that need the same SP set or target results: the second waits for the first."""
+    events, entry = [], tmp_path / "cache" / "entry"
+
+    def build(name):
+        with paths.cache_lock(entry):
+            if not entry.exists():
+                events.append(f"{name} builds")
+                time.sleep(0.3)
+                entry.mkdir()
+            events.append(f"{name} reads")
+
+    jobs = [threading.Thread(target=build, args=(name,)) for name in ("a", "b")]
+    for job in jobs:
+        job.start()
+        time.sleep(0.05)
+    for job in jobs:
+        job.join()
+    assert events == ["a builds", "a reads", "b reads"]

@@ -5,6 +5,8 @@ tests exercise the real runner and papermill in seconds.
 """
 
 import json
+import os
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -15,13 +17,15 @@ from s2l_utils import paths, sweep
 from s2l_utils.config import ConfigError
 
 BODY = """
-import json, pathlib
+import json, os, pathlib
 import pandas as pd
 from s2l_utils.config import load_profile
 
 p = load_profile(profile, seed=seed, method=method, ft_steps=ft_steps)
 with open({counter!r}, "a") as f:
     f.write(f"{{p.seed}} {{p.method}}\\n")
+with open({counter!r} + ".threads", "a") as f:
+    f.write(os.environ.get("OMP_NUM_THREADS", "unset") + "\\n")
 if p.seed == 13:
     raise ValueError("unlucky seed 13")
 out = pathlib.Path(run_dir)
@@ -147,9 +151,13 @@ def test_cli_lists_points_and_rejects_a_bad_shard(make_sweep, capsys):
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["pending", "done", "pending"]
 
 
-def test_parallel_jobs_run_each_point_in_its_own_process(make_sweep):
+def test_parallel_jobs_run_each_point_in_its_own_process(make_sweep, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     write, counter = make_sweep
     s = sweep.load_sweep(write("parallel", grid={"seed": [21, 13]}))
     status = sweep.run_sweep(s, jobs=2)
     assert list(status["state"]) == ["done", "failed"] and "unlucky seed 13" in status["error"][1]
     assert sorted(counter.read_text().split()) == sorted(["21", "13", "lora", "lora"])
+    # each job's kernel gets its share of the cores, so two jobs do not oversubscribe them
+    share = str(max(1, (os.cpu_count() or 1) // 2))
+    assert Path(f"{counter}.threads").read_text().split() == [share, share]
