@@ -159,7 +159,10 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
     pipe, rewrite = target, None
     if condition != BEFORE:
         trained_on = training_set(condition, params, data, target, domain, progress)
-        result = finetune.finetune(params.method, params, trained_on, folder, domain, None, device, progress)
+        # fine-tune a copy of the very target attacked here (where it was loaded from): a cell's seed varies the
+        # SP set and the fine-tuning, while params.seed would otherwise also select a target pretrained with it
+        result = finetune.finetune(params.method, params, trained_on, folder, domain, None, device, progress,
+                                   base=getattr(target, "name_or_path", None) or None)
         tuned = finetune.load_finetuned(result.folder, device)
         pipe, rewrite = tuned.pipe, tuned.rewrite
     scores = suite.membership_scores(pipe, context["evaluation"], [domain], params, rewrite, progress=False)

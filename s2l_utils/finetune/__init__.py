@@ -102,11 +102,13 @@ def base_source(params: Params) -> str:
 
 def finetune(method: str, params: Params, sp_set: ImageFolderData, out_dir: str | Path, domain: str,
              prior_set: ImageFolderData | None = None, device: str = "auto", progress: bool = True,
-             stop_after: int | None = None) -> FinetuneResult:
+             stop_after: int | None = None, base: str | Path | None = None) -> FinetuneResult:
     """Fine-tune a fresh copy of the target with ``method`` on ``sp_set``; the artefact goes to ``out_dir/artefact``.
 
-    Checkpoints in ``out_dir/checkpoints`` let an interrupted run resume exactly. Raises on bad input before
-    loading or training anything.
+    ``base`` is the model to copy (a pipeline folder or hub id); by default the profile's target
+    (``base_source(params)``). Experiments pass the target they attack, since their seeds vary the SP set and
+    the fine-tuning, not the pretrained target. Checkpoints in ``out_dir/checkpoints`` let an interrupted run
+    resume exactly. Raises on bad input before loading or training anything.
     """
     spec_method = get_method(method)
     if len(sp_set) == 0:
@@ -115,7 +117,8 @@ def finetune(method: str, params: Params, sp_set: ImageFolderData, out_dir: str 
         raise ValueError("prior_preservation is on but no prior (class-image) set was given")
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    pipe = pretrain.load_target(params, device)
+    pipe = load_pipeline(base, device) if base else pretrain.load_target(params, device)
+    base = str(base) if base else base_source(params)
     for name in ("unet", "text_encoder", "vae"):
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).requires_grad_(False)
@@ -155,7 +158,7 @@ def finetune(method: str, params: Params, sp_set: ImageFolderData, out_dir: str 
     infos = [{"kind": part.kind, **part.save(pipe, tmp)} for part in parts]
     history.to_csv(tmp / "history.csv", index=False)
     (tmp / ARTEFACT_INFO).write_text(json.dumps({
-        "method": method, "base": base_source(params), "domain": domain, "parts": infos,
+        "method": method, "base": base, "domain": domain, "parts": infos,
         "trainable_parameters": trainable, "params": params.to_dict()}, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
