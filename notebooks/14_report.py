@@ -79,15 +79,16 @@ pd.DataFrame(report.verdicts(tables))
 
 # %%
 readme = paths.repo_root() / "README.md"
+name = notebook.results_name(profile)  # a sweep's report publishes under the sweep's profile
 relative = [os.path.relpath(f, readme.parent) for f in figures]
-text = report.markdown(tables, notebook.profile_name(profile), main_table, notebook.git_commit(), relative)
+text = report.markdown(tables, name, main_table, notebook.git_commit(), relative)
 (run.dir / "results.md").write_text(text)
 if params.publish:
-    report.write_section(readme, notebook.profile_name(profile), text)
-    published = paths.data_dir() / "results" / notebook.profile_name(profile)
+    report.write_section(readme, name, text)
+    published = paths.data_dir() / "results" / name
     published.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
-        table.to_csv(published / f"{name}.csv", index=False)
+    for table_name, table in tables.items():
+        table.to_csv(published / f"{table_name}.csv", index=False)
     print(f"wrote the results section into {readme} and the tables into {published}")
 print(text)
 

@@ -78,6 +78,23 @@ def profile_name(profile: str) -> str:
     return path.parent.name if path.name == "profile.yaml" else path.stem
 
 
+# parameters that only choose what a report reads and whether it publishes: a run overriding nothing else shows
+# its base profile's results, so its figures and published results go under the base profile's name
+REPORT_ONLY_PARAMS = ("report_results", "publish")
+
+
+def results_name(profile: str) -> str:
+    """The name a run's figures and published results go under (``figures/<name>/``, the README section):
+    ``profile_name``, except that an effective profile overriding only ``REPORT_ONLY_PARAMS`` (e.g. the report
+    of a sweep's collected table) takes its base profile's name."""
+    path = Path(profile)
+    if path.name == "profile.yaml":
+        values = yaml.safe_load(path.read_text()) or {}
+        if values.get("extends") and set(values) - {"description", "extends"} <= set(REPORT_ONLY_PARAMS):
+            return results_name(values["extends"])
+    return profile_name(profile)
+
+
 @dataclass
 class Run:
     """One execution of one notebook under one profile."""
@@ -90,7 +107,7 @@ class Run:
 
     @property
     def figures_dir(self) -> Path:
-        return paths.figures_dir() / profile_name(self.profile)
+        return paths.figures_dir() / results_name(self.profile)
 
     @property
     def runs_roots(self) -> list[Path]:

@@ -7,8 +7,9 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from s2l_utils import experiment, finetune, models, paths, pretrain, report, world
+from s2l_utils import experiment, finetune, models, notebook, paths, pretrain, report, world
 from s2l_utils.config import ConfigError
 
 
@@ -155,6 +156,21 @@ def test_the_report_can_summarise_a_sweeps_collected_effects(tmp_path):
     assert len(main) == 1 and main["delta"].iloc[0] == pytest.approx(0.2) and main["cells"].iloc[0] == 2
     with pytest.raises(FileNotFoundError, match="sweep results not found"):
         report.from_sweep(tmp_path / "missing.parquet")
+
+
+def test_a_sweeps_report_publishes_under_the_sweeps_profile(tmp_path):
+    """``run --profile full 14 -p report_results=...`` shows full's results: figures and README go under ``full``;
+    an override that changes results keeps its own name."""
+    report_only = tmp_path / "full-1" / "profile.yaml"
+    report_only.parent.mkdir()
+    report_only.write_text(yaml.safe_dump({"description": "x", "extends": "full", "report_results": "r.parquet",
+                                           "publish": True}))
+    changed = tmp_path / "full-2" / "profile.yaml"
+    changed.parent.mkdir()
+    changed.write_text(yaml.safe_dump({"extends": "full", "report_results": "r.parquet", "ft_steps": 5}))
+    assert notebook.results_name(str(report_only)) == "full"
+    assert notebook.results_name(str(changed)) == "full-2"
+    assert notebook.results_name("mini") == "mini"
 
 
 def test_jobs_sharing_a_cache_entry_build_it_one_at_a_time(tmp_path):
