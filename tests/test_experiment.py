@@ -1,6 +1,7 @@
 """Experiment cells: the controls' training sets, the paired effects and their CIs, resumption, the report."""
 
 import dataclasses
+import json
 import threading
 import time
 
@@ -118,6 +119,19 @@ def test_a_finished_cell_is_read_back_not_recomputed(smoke_params, smoke_data, t
     monkeypatch.setattr(finetune, "finetune", lambda *a, **k: pytest.fail("a finished cell was fine-tuned again"))
     again, _ = experiment.run_cell(params, smoke_data, target, tmp_path / "cell", ["s2l", "cross_domain"])
     pd.testing.assert_frame_equal(scores, again)
+
+
+def test_a_cells_seed_fine_tunes_the_target_it_attacks(smoke_params, smoke_data, tmp_path):
+    """Seeds vary the SP set and the fine-tuning: a cell with another seed still fine-tunes the target it attacks,
+    not a target pretrained with that seed (which does not exist)."""
+    params = dataclasses.replace(smoke_params, method="lora", ft_steps=1, sp_size=4, sp_steps=2,
+                                 main_extraction_samples=2, attacks=["loss"], target_domain="")
+    target, _ = pretrain.pretrain_target(params, smoke_data, progress=False)
+    cell = dataclasses.replace(params, seed=params.seed + 1)
+    scores, _ = experiment.run_cell(cell, smoke_data, target, tmp_path / "cell", ["s2l"], progress=False)
+    info = json.loads((tmp_path / "cell" / "s2l" / "artefact" / finetune.ARTEFACT_INFO).read_text())
+    assert info["base"] == str(pretrain.target_dir(params) / pretrain.PIPELINE)
+    assert info["params"]["seed"] == params.seed + 1 and set(scores["condition"]) == {"target", "s2l"}
 
 
 def test_report_numbers_come_from_the_table_and_the_readme_section_is_replaced(tmp_path):
