@@ -109,6 +109,13 @@ run.savefig(plots.effect_forest(summary, "tpr@1%fpr", ["after - before", "S2L ef
 # %% [markdown]
 # ## What the numbers say
 # A verdict per method and attack for the S2L effect: "up" when the whole CI lies above 0, "down" when below.
+#
+# **Read textual inversion (and TI+LoRA) with care.** These methods attack the domain through a placeholder
+# token that replaces its name. Under the cross-domain control the training captions name another identity,
+# so the token never appears in them and stays at its initialiser (`ti_initializer`, "person"): the control
+# attacks the domain as a generic person. Their S2L effect therefore also measures what losing the name
+# costs the attacks, not only leakage; their after − before compares with the target prompted by the real
+# name.
 
 # %%
 effect = summary[(summary["comparison"] == "S2L effect (S2L - cross-domain)")
