@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from s2l_utils import paths, sweep
-from s2l_utils.config import ConfigError
+from s2l_utils.config import ConfigError, load_profile
 
 BODY = """
 import json, os, pathlib
@@ -161,3 +161,14 @@ def test_parallel_jobs_run_each_point_in_its_own_process(make_sweep, monkeypatch
     # each job's kernel gets its share of the cores, so two jobs do not oversubscribe them
     share = str(max(1, (os.cpu_count() or 1) // 2))
     assert Path(f"{counter}.threads").read_text().split() == [share, share]
+
+
+@pytest.mark.parametrize("path", sorted((paths.repo_root() / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_sweeps_load_and_cover_their_profiles_cells(path):
+    """Each shipped sweep validates, and its points together cover the profile's methods x seeds exactly once,
+    so the notebook run after it reads every cell back instead of computing it."""
+    loaded = sweep.load_sweep(path)
+    profile = load_profile(loaded.profile)
+    covered = [(m, s) for point in loaded.points() for m in point.get("methods", profile.methods)
+               for s in point.get("seeds", profile.seeds)]
+    assert sorted(covered) == sorted((m, s) for m in profile.methods for s in profile.seeds)
