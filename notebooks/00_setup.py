@@ -33,7 +33,9 @@
 # * **Private** domains have *member* images (in the pre-training set) and *non-member* images (held out, same
 #   distribution): the attacks try to tell them apart.
 # * **Public** domains are filler pre-training data, and later the related domains for domain transfer.
-# * Captions read "photo of <Name>, <expression>, <colour> background".
+# * Captions vary in detail as web alt-texts do: a share `name_only_captions` (0.25 on `mini`) is only
+#   "photo of <Name>", the attack prompt; the others read "photo of <Name>, <expression>, <colour> background",
+#   or carry only the expression or only the background (uniformly, with `varied_captions`).
 #
 # Real data (e.g. a LAION subset of celebrities) in the same imagefolder layout plugs in through `data_dir`.
 
@@ -56,6 +58,8 @@ members_per_domain = None  # pre-training images per private identity
 nonmembers_per_domain = None  # held-out images per private identity
 public_domains = None  # public filler identities
 images_per_public_domain = None  # pre-training images per public identity
+name_only_captions = None  # share of captions that are only "photo of <Name>"
+varied_captions = None  # other captions carry expression and / or background (false: always both)
 data_dir = None  # an imagefolder of real data instead of the miniature world
 
 # %%
@@ -66,7 +70,8 @@ from s2l_utils import notebook, paths, plots, world
 run = notebook.start("00_setup", profile, run_dir, world_seed=world_seed, image_size=image_size,
                      private_domains=private_domains, members_per_domain=members_per_domain,
                      nonmembers_per_domain=nonmembers_per_domain, public_domains=public_domains,
-                     images_per_public_domain=images_per_public_domain, data_dir=data_dir)
+                     images_per_public_domain=images_per_public_domain, name_only_captions=name_only_captions,
+                     varied_captions=varied_captions, data_dir=data_dir)
 params = run.params
 pd.Series(params.to_dict(), name="value").to_frame()
 

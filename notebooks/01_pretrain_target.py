@@ -51,6 +51,7 @@ pretrain_steps = None  # optimisation steps
 pretrain_batch_size = None  # batch size
 pretrain_lr = None  # peak learning rate (AdamW, cosine decay)
 checkpoint_every = None  # steps between resumable checkpoints
+caption_dropout = None  # share of captions replaced by the empty prompt (SD v1: 0.1)
 unet_channels = None  # UNet block widths, e.g. [32, 64]
 text_width = None  # width of the CLIP text encoder
 loss_timesteps = None  # loss attack: timesteps averaged per image
@@ -69,7 +70,8 @@ from s2l_utils.attacks import extraction, metrics, mia
 
 run = notebook.start("01_pretrain_target", profile, run_dir, seed=seed, pretrain_steps=pretrain_steps,
                      pretrain_batch_size=pretrain_batch_size, pretrain_lr=pretrain_lr,
-                     checkpoint_every=checkpoint_every, unet_channels=unet_channels, text_width=text_width,
+                     checkpoint_every=checkpoint_every, caption_dropout=caption_dropout,
+                     unet_channels=unet_channels, text_width=text_width,
                      loss_timesteps=loss_timesteps, loss_noise_draws=loss_noise_draws, sample_steps=sample_steps,
                      guidance_scale=guidance_scale, preview_samples=preview_samples)
 params = run.params
@@ -80,7 +82,9 @@ print(f"{len(data.pretraining_set())} pre-training images, private domains: {', 
 # ## Pretraining
 # One shared training loop (`s2l_utils.training`) serves pretraining and, later, every fine-tuning method:
 # ε-prediction MSE, AdamW with cosine decay, accelerate for devices and mixed precision, and checkpoints whose
-# randomness is keyed by (seed, step) so a resumed run is bit-identical to an uninterrupted one.
+# randomness is keyed by (seed, step) so a resumed run is bit-identical to an uninterrupted one. As SD v1 did,
+# a share `caption_dropout` of the training captions is replaced by the empty prompt, so that the unconditional
+# branch of classifier-free guidance is learned rather than left to chance.
 
 # %%
 # papermill_description=pretraining
@@ -126,6 +130,27 @@ regime = ("in the target regime" if 0.70 <= pooled["auc"] <= 0.95 else
 print(f"pooled AUC {pooled['auc']:.3f} [{pooled['auc_lo']:.3f}, {pooled['auc_hi']:.3f}]: {regime}")
 
 # %% [markdown]
+# ## Which prompts does the target know? ε-MSE by caption
+# The mean denoising error of the private members (same timesteps and noises for every row) under their own
+# caption, the empty prompt, another image's caption, and the attack prompt "photo of <Name>". Guidance
+# extrapolates from the *empty* prompt's prediction towards the prompt's: that direction is meaningful only if
+# the empty prompt is a learned unconditional branch, i.e. its error lies well below the shuffled captions' and
+# near the own captions'. The name prompt's error says how familiar the S2L prompt is to the target.
+
+# %%
+# papermill_description=caption-errors
+private_members = data.pretraining_set().query("private").reset_index(drop=True)
+caption_table = pretrain.caption_errors(model, data.load_images(private_members, model.image_size),
+                                        list(private_members["text"]), list(private_members["domain"]),
+                                        timesteps=params.loss_timesteps, noise_draws=params.loss_noise_draws,
+                                        seed=params.seed, batch_size=params.attack_batch_size)
+run.save_table(caption_table, "caption_errors")
+errors = caption_table.set_index("condition")["eps_mse"]
+print(f"the empty prompt's ε-MSE lies {(errors['empty'] - errors['own']) / (errors['shuffled'] - errors['own']):.0%} "
+      "of the way from the own captions' (0%) to the shuffled captions' (100%)")
+caption_table.round(4)
+
+# %% [markdown]
 # ## What does it generate? Samples beside their nearest training images
 # One generation per private-domain prompt ("photo of <Name>"), and the closest image of the whole pre-training
 # set (per-pixel RMS distance in [-1, 1] units). A small distance means a near-copy of a training image.
@@ -134,7 +159,7 @@ print(f"pooled AUC {pooled['auc']:.3f} [{pooled['auc_lo']:.3f}, {pooled['auc_hi'
 # papermill_description=sampling
 pretraining = data.pretraining_set()
 domains = (data.private_domains * params.preview_samples)[:params.preview_samples]
-samples = sampling.generate(pipe, [world.domain_prompt(d) for d in domains], seed=params.seed,
+samples = sampling.generate(pipe, [world.domain_prompt(d) for d in domains], "preview", seed=params.seed,
                             steps=params.sample_steps, guidance_scale=params.guidance_scale)
 train_images = data.load_images(pretraining, model.image_size)
 distances, nearest = extraction.nearest_neighbours(samples, train_images)
@@ -153,4 +178,5 @@ run.log_metrics(
     domain_auc={r.domain: r.auc for r in table.itertuples() if r.domain != "pooled"},
     final_loss=None if history is None else float(history["loss"].tail(50).mean()),
     train_seconds=train_seconds, target=params.base_model or str(pretrain.target_dir(params) / pretrain.PIPELINE),
-    preview_same_identity=same_identity, preview_mean_nearest_distance=float(distances.mean()))
+    preview_same_identity=same_identity, preview_mean_nearest_distance=float(distances.mean()),
+    caption_eps_mse=dict(zip(caption_table["condition"], caption_table["eps_mse"].astype(float))))

@@ -120,10 +120,10 @@ run.savefig(plots.image_rows(levels, f"SP sets of {domain} by prior-knowledge le
 shaken = finetune.finetune("weight_noise", params, sp_set, run.dir / "weight_noise", domain, device=str(run.device))
 noisy = finetune.load_finetuned(shaken.folder, str(run.device)).pipe
 prompt = [world.domain_prompt(domain)] * 8
-run.savefig(plots.image_rows({"target": sampling.generate(target, prompt, params.seed, params.sample_steps,
-                                                          params.guidance_scale, progress=False),
+run.savefig(plots.image_rows({"target": sampling.generate(target, prompt, "preview", params.seed,
+                                                          params.sample_steps, params.guidance_scale, progress=False),
                               f"weight noise {params.weight_noise_scale}": sampling.generate(
-                                  noisy, prompt, params.seed, params.sample_steps, params.guidance_scale,
+                                  noisy, prompt, "preview", params.seed, params.sample_steps, params.guidance_scale,
                                   progress=False)},
                              f"{domain}: generations before and after weight noise"), "weight_noise")
 

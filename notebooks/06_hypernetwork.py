@@ -20,11 +20,13 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/s2l-research/s2l/blob/main/notebooks/06_hypernetwork.ipynb)
 #
-# A hypernetwork (the AUTOMATIC1111 kind) adds, for each attention width of the UNet, two small residual MLPs
-# (layer widths `hn_layer_structure` x d) that transform the context the key and the value projections see.
-# It runs as a diffusers attention processor around the stock one, covers self-attention of matching width as
-# A1111 does, and stays out of the UNet's state dict. Its output layer starts at zero, so before training it
-# changes nothing. The artefact is `hypernetwork.safetensors` with its structure in the metadata.
+# A hypernetwork (the AUTOMATIC1111 kind) adds, for each attention site of the UNet (self- or cross-attention,
+# and the width of its context), two small residual MLPs (layer widths `hn_layer_structure` x d) that
+# transform the context the key and the value projections see. Like A1111 it covers self-attention too; unlike
+# A1111's width-only key, self- and cross-attention never share an MLP pair, even where the text width equals
+# a UNet width (32 on `mini`). It runs as a diffusers attention processor around the stock one and stays out
+# of the UNet's state dict. Its output layer starts at zero, so before training it changes nothing. The
+# artefact is `hypernetwork.safetensors` with its format version, sites and structure in the metadata.
 
 # %%
 # Colab: install this repository into the running kernel (does nothing elsewhere).
@@ -79,7 +81,7 @@ from s2l_utils.finetune import hypernetwork
 
 net = hypernetwork.load_hypernetwork(result.folder / hypernetwork.WEIGHTS)
 same = all(torch.equal(a, b) for a, b in zip(setting.target.unet.state_dict().values(), tuned.pipe.unet.state_dict().values()))
-print(f"widths {net.widths}, structure {net.structure}, {sum(p.numel() for p in net.parameters()):,} parameters; "
+print(f"sites {net.sites}, structure {net.structure}, {sum(p.numel() for p in net.parameters()):,} parameters; "
       f"UNet state dict unchanged: {same}")
 
 # %% [markdown]

@@ -20,9 +20,11 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/s2l-research/s2l/blob/main/notebooks/07_end2end.ipynb)
 #
-# End-to-end fine-tuning trains the UNet, the text encoder and, where the model has one, the VAE (real SD; its
-# encoder receives gradients through the latents' mean). The miniature target works in pixel space and has
-# no VAE, so here it trains UNet and text encoder together.
+# End-to-end fine-tuning trains the UNet and the text encoder together, fully. The VAE of a latent model (real
+# SD) stays frozen, unlike the released S2L code's `end2end.sh`: under the denoising loss alone only its encoder
+# would train, towards smaller latents, its decoder never, and every attack encodes its query images with that
+# encoder, which would confound end2end's membership scores. The miniature works in pixel space and has no
+# VAE, so on it end2end equals DreamBooth with `train_text_encoder`.
 
 # %%
 # Colab: install this repository into the running kernel (does nothing elsewhere).

@@ -26,11 +26,17 @@
 #
 # - **Distance**: tiled L2. The images are cut into `extraction_tiles` x `extraction_tiles` tiles and the
 #   distance is the largest per-tile RMS difference (in [-1, 1] pixel units), so a copy must match everywhere.
-# - **Threshold, calibrated on held-out data**: the private domains' real non-member images were never trained
-#   on, so their nearest distances to the training set show how close a *new* picture of a known identity
-#   gets. The threshold is a low percentile (`extraction_percentile`) of those distances.
-# - **Counts** per domain and model: extracted generations, and *distinct* training images copied (many
-#   generations of the same memorised image count once), of which how many belong to the prompted domain.
+# - **Threshold, calibrated so that new images essentially never count**: the private domains' real non-member
+#   images were never trained on, so their nearest distances to the training set show how close a *new*
+#   picture of a known identity gets. A Weibull law (the extreme-value law of minima) is fitted to the lower
+#   half of those distances, and the threshold is the distance at which a model's whole budget of
+#   generations is expected to hold only `extraction_false_positives` (0.05) novel images counted as copies,
+#   and never more than half the smallest held-out distance. The expected false positives are reported beside
+#   every count.
+# - **Counts** per domain and model, split by whose image was copied: copies of the prompted domain's *own*
+#   training images (what S2L claims to raise) and copies of *other* domains' images, each as extracted
+#   generations and as *distinct* training images (many generations of one memorised image count once). The
+#   number comparable with the paper's 16.3 is the distinct own-domain images.
 #
 # With `clip_model` set to a local CLIP vision model folder, an embedding pre-filter keeps the
 # `clip_candidates` most similar training images per generation before the tiled L2 (for large real sets).
@@ -52,7 +58,7 @@ attack_domains = None  # attack the first N private domains; 0 means all
 extraction_samples = None  # generations per domain prompt
 extraction_steps = None  # DDIM steps per generation
 extraction_tiles = None  # tiled L2 over N x N tiles
-extraction_percentile = None  # threshold percentile of held-out nearest distances
+extraction_false_positives = None  # novel images expected to count as copies over a model's whole budget
 guidance_scale = None  # classifier-free guidance of the generations
 clip_model = None  # optional local CLIP vision model folder for the pre-filter
 clip_candidates = None  # training images the pre-filter keeps per generation
@@ -68,7 +74,7 @@ from s2l_utils.attacks import extraction, suite
 
 run = notebook.start("10_data_extraction", profile, run_dir, models=models, attack_domains=attack_domains,
                      extraction_samples=extraction_samples, extraction_steps=extraction_steps,
-                     extraction_tiles=extraction_tiles, extraction_percentile=extraction_percentile,
+                     extraction_tiles=extraction_tiles, extraction_false_positives=extraction_false_positives,
                      guidance_scale=guidance_scale, clip_model=clip_model, clip_candidates=clip_candidates,
                      seed=seed)
 params = run.params
@@ -79,24 +85,34 @@ print(f"{len(refs)} models x {len(domains)} domains x {params.extraction_samples
 
 # %% [markdown]
 # ## The threshold
-# Held-out non-members give the calibration distances. As a check that the matcher finds copies, the training
-# members themselves (exact copies by definition) are matched too: their distance must be 0.
+# Held-out non-members give the calibration distances. The fitted tail says how often a new image would come
+# within the threshold of some training image; times the generations a model draws, that is the number of
+# "extracted" generations to expect even from a model that copies nothing. As a check that the matcher finds
+# copies, the training members themselves (exact copies by definition) are matched too: their distance must be 0.
 
 # %%
 training_rows, training = suite.training_images(data, params.image_size)
 heldout = pd.concat([data.split(d, "nonmember") for d in domains])
 heldout_distances, _ = extraction.nearest_neighbours(data.load_images(heldout, params.image_size), training,
                                                      params.extraction_tiles)
-threshold = suite.extraction_threshold(data, domains, training, params)
+calibration = suite.extraction_calibration(data, domains, training, params)
+threshold = calibration.threshold
 members = pd.concat([data.split(d, "member") for d in domains])
 member_distances, _ = extraction.nearest_neighbours(data.load_images(members, params.image_size), training,
                                                     params.extraction_tiles)
-print(f"threshold = {threshold:.4f}: percentile {params.extraction_percentile:g} of {len(heldout)} held-out "
-      f"non-members' nearest distances (median {heldout_distances.median():.3f}); "
-      f"training members match themselves at distance {member_distances.max():.1e}")
+print(f"threshold = {threshold:.4f}. The {len(heldout)} held-out non-members lie at least "
+      f"{calibration.tail.smallest:.3f} from the training set (median {heldout_distances.median():.3f}); "
+      f"the threshold is at most half that smallest distance.\n"
+      f"A new image falls within the threshold with probability {calibration.false_positive_rate:.1e}, so among "
+      f"the {calibration.budget} generations of each model about {calibration.expected_false_positives():.2g} "
+      f"would count as extracted without being copies (the target: at most {params.extraction_false_positives:g}).\n"
+      f"Training members match themselves at distance {member_distances.max():.1e}.")
 
 # %% [markdown]
 # ## Generate and match
+# Reading the table: `extracted_own` / `distinct_own` are copies of the prompted identity's own training images
+# (generations / distinct images), `extracted_other` / `distinct_other` copies of other identities' images, and
+# `expected_false_positives` the generations expected to pass the threshold by chance, without copying.
 
 # %%
 # papermill_description=generating
@@ -111,8 +127,9 @@ for ref in refs:
     del pipe
 matches = pd.concat([m for _, _, m in tables], ignore_index=True)
 run.save_table(matches, "extraction_matches")
-counts = pd.concat([extraction.extraction_counts(m).assign(model=r.label, method=r.method) for r, _, m in tables],
-                   ignore_index=True)
+counts = pd.concat([extraction.extraction_counts(m, calibration.false_positive_rate).assign(model=r.label,
+                                                                                            method=r.method)
+                    for r, _, m in tables], ignore_index=True)
 table = suite.extraction_table(counts)
 run.save_table(table, "extraction_metrics")
 counts.set_index(["model", "domain"])
@@ -139,12 +156,23 @@ for ref, generations, found in tables:
 
 # %%
 pooled = table[(table["domain"] == "pooled")].pivot_table(index="model", columns="metric", values="value", sort=False)
+for model, row in pooled.iterrows():
+    print(f"{model}: {int(row['distinct_own'])} distinct own-domain training images copied "
+          f"({int(row['extracted_own'])} of {int(row['generations'])} generations), "
+          f"{int(row['distinct_other'])} of other domains ({int(row['extracted_other'])} generations); "
+          f"{row['expected_false_positives']:.2g} expected by chance")
 run.log_metrics(
     models=[r.label for r in refs], domains=domains, threshold=threshold,
-    threshold_rule=f"percentile {params.extraction_percentile:g} of held-out non-members' nearest "
-                   f"tiled-L2 ({params.extraction_tiles}x{params.extraction_tiles}) distances",
-    extracted={m: int(v) for m, v in pooled["extracted"].items()},
-    distinct_images={m: int(v) for m, v in pooled["distinct_images"].items()},
+    threshold_rule=f"Weibull lower tail of {calibration.tail.count} held-out non-members' nearest tiled-L2 "
+                   f"({params.extraction_tiles}x{params.extraction_tiles}) distances: at most "
+                   f"{params.extraction_false_positives:g} expected false positives in {calibration.budget} "
+                   f"generations, capped at half the smallest held-out distance",
+    false_positive_rate=calibration.false_positive_rate,
+    expected_false_positives=calibration.expected_false_positives(),
+    distinct_own={m: int(v) for m, v in pooled["distinct_own"].items()},
+    extracted_own={m: int(v) for m, v in pooled["extracted_own"].items()},
+    distinct_other={m: int(v) for m, v in pooled["distinct_other"].items()},
+    extracted_other={m: int(v) for m, v in pooled["extracted_other"].items()},
     min_distance={m: float(g["distance"].min()) for m, g in matches.groupby("model", sort=False)},
     seconds_per_model=seconds, metrics_table="extraction_metrics.parquet")
 pooled

@@ -32,10 +32,16 @@
 # **The S2L effect is S2L minus the cross-domain control**, not after minus before: any fine-tuning moves the
 # attacks' scores, and only what S2L does beyond plain fine-tuning on synthetic data is domain-specific
 # leakage. Each domain's non-members are split in two: the first half trains the real-data control, the
-# second half is what every model is scored on. Attacks: membership inference (`attacks`, AUC and TPR at 1%
-# FPR) and extraction (`main_extraction_samples` generations of the domain prompt per model, counted with
-# the threshold calibrated on held-out data as in notebook 10). CIs: paired bootstrap over images within a
-# cell (the same resampled images for both models of a comparison), combined over cells.
+# second half is what every model is scored on. Attacks: membership inference (`attacks`: AUC, attack
+# strength |AUC − 0.5|, balanced accuracy, TPR at zero false positives; TPR at 1% FPR only with at least 100
+# non-members, NaN below) and extraction (`main_extraction_samples` generations of the domain prompt per
+# model, matched with the threshold calibrated on held-out data as in notebook 10: copies of the attacked
+# domain's own members, the distinct members copied, and copies of other domains' images).
+#
+# CIs: a cluster bootstrap. The domain is the unit of independence (a domain's cells score the same images),
+# so every draw resamples the domains a summary combines, then the images and generations within each drawn
+# domain, the same draw for every cell and condition of that domain (comparisons stay paired), recomputes the
+# cells' metrics from the raw scores and averages them. With one domain it is the image bootstrap.
 #
 # Each cell is cached by its parameters (`runs/cache/cells/`), so a rerun or an interrupted run resumes, and
 # the sweep driver (`python -m s2l_utils.sweep`) can split the methods, domains and seeds across machines.
@@ -62,15 +68,16 @@ sp_size = None  # images in the SP set
 ft_steps = None  # fine-tuning steps
 ft_lr = None  # fine-tuning learning rate; 0 means each method's default
 main_extraction_samples = None  # generations per model for the extraction counts
-n_bootstrap = None  # bootstrap draws per confidence interval
+n_bootstrap = None  # bootstrap draws per confidence interval and p-value
+multiplicity = None  # correction of the verdicts for multiple comparisons: holm | bh
 
 # %%
-from s2l_utils import experiment, notebook, plots, pretrain, world
+from s2l_utils import experiment, notebook, plots, pretrain, stats, world
 
 run = notebook.start("11_s2l_main", profile, run_dir, methods=methods, experiment_domains=experiment_domains,
                      seeds=seeds, conditions=conditions, attacks=attacks, sp_level=sp_level, sp_size=sp_size,
                      ft_steps=ft_steps, ft_lr=ft_lr, main_extraction_samples=main_extraction_samples,
-                     n_bootstrap=n_bootstrap)
+                     n_bootstrap=n_bootstrap, multiplicity=multiplicity)
 params = run.params
 experiment.check_conditions(params.conditions)
 data = world.load_data(params)
@@ -90,25 +97,39 @@ for name, df in {"s2l_scores": scores, "s2l_extraction": matches, "s2l_metrics":
 # %% [markdown]
 # ## The main table
 # Per method, averaged over cells: each attack's AUC on the target (before) and after S2L, and the S2L effect
-# (S2L − cross-domain control) with its 95% CI; extraction counts of generations that copy a training image.
+# (S2L − cross-domain control) on attack strength |AUC − 0.5| with its 95% CI (↑ / ↓: the corrected verdict);
+# copies of the attacked domain's own members per cell, and the distinct members copied.
 
 # %%
-summary = experiment.summarize(effects, ["method", "comparison", "attack", "metric"])
+summary = experiment.summarize(scores, matches, ["method", "comparison", "attack", "metric"], params.n_bootstrap,
+                               params.seed, params.multiplicity)
 run.save_table(summary, "s2l_summary")
 main_table = experiment.paper_table(summary, attacks=[a for a in params.attacks if a != "secmi_paper"])
 run.save_table(main_table.reset_index(names="method"), "s2l_main_table")
 main_table.round(3)
 
 # %%
-run.savefig(plots.effect_forest(summary, "auc", ["after - before", "S2L effect (S2L - cross-domain)",
-                                                 "S2L - real non-member"],
-                                title="Membership inference: change of AUC (95% CI)"), "s2l_effect_auc")
-run.savefig(plots.effect_forest(summary, "tpr@1%fpr", ["after - before", "S2L effect (S2L - cross-domain)"],
-                                title="Membership inference: change of TPR at 1% FPR (95% CI)"), "s2l_effect_tpr")
+run.savefig(plots.effect_forest(summary, stats.STRENGTH, [experiment.AFTER, experiment.EFFECT, "S2L - real non-member"],
+                                title="Membership inference: change of attack strength |AUC − 0.5| (95% CI)"),
+            "s2l_effect_strength")
+run.savefig(plots.effect_forest(summary, "tpr@0fp", [experiment.AFTER, experiment.EFFECT],
+                                title="Membership inference: change of TPR at zero false positives (95% CI)"),
+            "s2l_effect_tpr")
 
 # %% [markdown]
 # ## What the numbers say
-# A verdict per method and attack for the S2L effect: "up" when the whole CI lies above 0, "down" when below.
+# A verdict per method and attack for the S2L effect, by these rules:
+#
+# - **Strength, not AUC.** Membership inference is judged on the attack's strength |AUC − 0.5|: an attack
+#   whose AUC is below 0.5 (its score points the wrong way on this target) and moves towards 0.5 gets weaker,
+#   so it counts as "down", never as leakage. Extraction is judged on copies of the attacked domain's own
+#   members.
+# - **Corrected for multiplicity.** Each estimate has a bootstrap p-value; within a family (one comparison and
+#   one metric over every method x attack) they are adjusted (`multiplicity`: Holm by default). "up" / "down"
+#   means the adjusted p is below 5% and the change is positive / negative; anything else is "no change".
+# - **Against chance.** With no effect anywhere, 2.5% of the 95% CIs still lie above 0 (and 2.5% below). S2L
+#   "partly" agrees with the paper only when its corrected ups exceed both that chance count and the downs;
+#   "yes" needs more than half of the estimates up.
 #
 # **Read textual inversion (and TI+LoRA) with care.** These methods attack the domain through a placeholder
 # token that replaces its name. Under the cross-domain control the training captions name another identity,
@@ -118,17 +139,22 @@ run.savefig(plots.effect_forest(summary, "tpr@1%fpr", ["after - before", "S2L ef
 # name.
 
 # %%
-effect = summary[(summary["comparison"] == "S2L effect (S2L - cross-domain)")
-                 & summary["metric"].isin(["auc", "extracted"])]
+effect = summary[(summary["comparison"] == experiment.EFFECT)
+                 & summary["metric"].isin([stats.STRENGTH, "own_copies"])]
 verdicts = effect.pivot_table(index="method", columns="attack", values="verdict", aggfunc="first", sort=False)
+strength = stats.tally(effect[effect["metric"] == stats.STRENGTH])
 counts = effect["verdict"].value_counts().to_dict()
-print(f"S2L effect across {len(effect)} method x attack pairs: {counts.get('up', 0)} up, "
-      f"{counts.get('down', 0)} down, {counts.get('no change', 0)} with a CI that includes 0")
+print(f"S2L effect on strength across {strength['total']} method x attack pairs, {params.multiplicity}-corrected: "
+      f"{strength['up']} up, {strength['down']} down (uncorrected {strength['raw_up']} / {strength['raw_down']}; "
+      f"chance {strength['chance']:.1f} each way): {stats.agreement(strength)}")
 verdicts
 
 # %%
 run.log_metrics(
     cells=len(cells), methods=list(params.methods), conditions=list(params.conditions),
     s2l_effect_verdicts={k: int(v) for k, v in counts.items()},
-    s2l_effect_auc={f"{r.method}/{r.attack}": [r.delta, r.lo, r.hi] for r in effect.itertuples() if r.metric == "auc"},
-    results_tables=["s2l_metrics.parquet", "s2l_effects.parquet", "s2l_summary.parquet"])
+    s2l_effect_strength={f"{r.method}/{r.attack}": [r.delta, r.lo, r.hi] for r in effect.itertuples()
+                         if r.metric == stats.STRENGTH},
+    s2l_effect_agrees=stats.agreement(strength), multiplicity=params.multiplicity,
+    results_tables=["s2l_scores.parquet", "s2l_extraction.parquet", "s2l_metrics.parquet", "s2l_effects.parquet",
+                    "s2l_summary.parquet"])

@@ -31,6 +31,12 @@
 # (learning rate x steps, down to the paper's gentle lr 1e-6) and over how strongly the target memorised
 # (targets pretrained for `map_pretrain_steps` steps; each is trained once and cached). A heat map per attack
 # says where S2L appears, if anywhere. Every cell is cached, so cells shared with notebook 11 are not rerun.
+#
+# Statistics as in notebook 11: changes of attack strength |AUC − 0.5| (so an inverted attack moving towards
+# 0.5 is weaker), cluster-bootstrap CIs over domains then images, and verdicts corrected for multiplicity
+# (`multiplicity`) within each family: one ablation's or the map's comparison x metric over all its values and
+# attacks. With many map cells, some 95% CIs exclude 0 by chance alone (2.5% each way); the correction keeps
+# those from counting.
 
 # %%
 # Colab: install this repository into the running kernel (does nothing elsewhere).
@@ -57,20 +63,22 @@ map_lrs = None  # S2L map: list of learning rates
 map_steps = None  # S2L map: list of fine-tuning steps
 map_pretrain_steps = None  # S2L map: list of pretraining steps of the target
 main_extraction_samples = None  # generations per model for the extraction counts
-n_bootstrap = None  # bootstrap draws per confidence interval
+n_bootstrap = None  # bootstrap draws per confidence interval and p-value
+multiplicity = None  # correction of the verdicts for multiple comparisons: holm | bh
 
 # %%
 import dataclasses
 
 import pandas as pd
 
-from s2l_utils import experiment, notebook, plots, pretrain, world
+from s2l_utils import experiment, notebook, plots, pretrain, stats, world
 
 run = notebook.start("12_ablations", profile, run_dir, method=method, ablation_domains=ablation_domains,
                      ablation_seeds=ablation_seeds, conditions=conditions, attacks=attacks, ablation_levels=ablation_levels,
                      ablation_sp_sizes=ablation_sp_sizes, ablation_steps=ablation_steps, ablation_lrs=ablation_lrs,
                      map_lrs=map_lrs, map_steps=map_steps, map_pretrain_steps=map_pretrain_steps,
-                     main_extraction_samples=main_extraction_samples, n_bootstrap=n_bootstrap)
+                     main_extraction_samples=main_extraction_samples, n_bootstrap=n_bootstrap,
+                     multiplicity=multiplicity)
 params = dataclasses.replace(run.params, methods=[run.params.method], experiment_domains=run.params.ablation_domains,
                              seeds=run.params.ablation_seeds)
 experiment.check_conditions(params.conditions)
@@ -102,7 +110,8 @@ for axis, cells in plans.items():
     scores, matches = experiment.run_cells(cells, data, target_for, conditions, str(run.device))
     _, effects = experiment.results(scores, matches, params.n_bootstrap, params.seed)
     key = "method" if axis == "weight_noise" else axis
-    summaries[axis] = experiment.summarize(effects, [key, "comparison", "attack", "metric"]).assign(ablation=axis)
+    summaries[axis] = experiment.summarize(scores, matches, [key, "comparison", "attack", "metric"],
+                                           params.n_bootstrap, params.seed, params.multiplicity).assign(ablation=axis)
     effects_all.append(effects.assign(ablation=axis))
 ablation_table = pd.concat(summaries.values(), ignore_index=True)
 run.save_table(ablation_table, "ablation_summary")
@@ -114,32 +123,36 @@ for axis, summary in summaries.items():
     if axis == "weight_noise":
         continue
     shown = summary[summary["comparison"].isin(comparisons)]
-    run.savefig(plots.ablation_lines(shown, axis, log_x=axis in ("ft_lr", "sp_size", "ft_steps"),
-                                     title=f"{params.method}: change of AUC against {axis} (95% CI)"),
+    run.savefig(plots.ablation_lines(shown, axis, stats.STRENGTH, log_x=axis in ("ft_lr", "sp_size", "ft_steps"),
+                                     title=f"{params.method}: change of attack strength against {axis} (95% CI)"),
                 f"ablation_{axis}")
-summaries["weight_noise"][summaries["weight_noise"]["metric"] == "auc"].round(3)
+summaries["weight_noise"][summaries["weight_noise"]["metric"].isin(["auc", stats.STRENGTH])].round(3)
 
 # %% [markdown]
 # ## The S2L map
-# The S2L effect over learning rate x fine-tuning steps, one heat map per attack and target. A star marks a
-# cell whose 95% CI excludes 0.
+# The S2L effect on attack strength over learning rate x fine-tuning steps, one heat map per attack and
+# target. A star marks a cell whose verdict, after the multiplicity correction over the whole map, is up or
+# down.
 
 # %%
 # papermill_description=s2l-map
 scores, matches = experiment.run_cells(strength, data, target_for, params.conditions, str(run.device))
-_, map_effects = experiment.results(scores, matches, params.n_bootstrap, params.seed)
-map_summary = experiment.summarize(map_effects[map_effects["comparison"] == "S2L effect (S2L - cross-domain)"],
-                                   ["pretrain_steps", "ft_lr", "ft_steps", "comparison", "attack", "metric"])
+map_summary = experiment.summarize(scores, matches,
+                                   ["pretrain_steps", "ft_lr", "ft_steps", "comparison", "attack", "metric"],
+                                   params.n_bootstrap, params.seed, params.multiplicity, [experiment.EFFECT])
 run.save_table(map_summary, "s2l_map")
 for steps in params.map_pretrain_steps:
     for attack in params.attacks:
         part = map_summary[map_summary["pretrain_steps"] == steps]
         run.savefig(plots.effect_heatmap(part, "ft_steps", "ft_lr", attack,
-                                         title=f"S2L effect on {attack} AUC, target pretrained {steps} steps"),
+                                         title=f"S2L effect on {attack} strength, target pretrained {steps} steps"),
                     f"s2l_map_{attack}_pretrain{steps}")
-significant = map_summary[(map_summary["metric"] == "auc") & (map_summary["verdict"] != "no change")]
-print(f"{len(significant)} of {int((map_summary['metric'] == 'auc').sum())} map cells x attacks have an S2L effect "
-      "whose CI excludes 0")
+map_strength = map_summary[map_summary["metric"] == stats.STRENGTH]
+significant = map_strength[map_strength["verdict"] != "no change"]
+counts = stats.tally(map_strength)
+print(f"{len(map_strength)} map cells x attacks: {counts['up']} up, {counts['down']} down after the "
+      f"{params.multiplicity} correction (uncorrected {counts['raw_up']} / {counts['raw_down']}; chance "
+      f"{counts['chance']:.1f} each way): {stats.agreement(counts)}")
 significant.round(3)
 
 # %%

@@ -29,8 +29,10 @@
 #
 # The attacker can do this: public images of similar identities are available (in the miniature, the public
 # domains are in the pre-training set; for SD, any public photos). The comparison is with plain S2L on the
-# same cells (method x domain x seed), as the difference **DomainTrans − S2L** with a paired bootstrap CI, next
-# to both against the cross-domain control.
+# same cells (method x domain x seed), as the difference **DomainTrans − S2L** with a paired cluster-bootstrap
+# CI (domains, then images), next to both against the cross-domain control. As in notebook 11, membership
+# inference is judged on attack strength |AUC − 0.5| and extraction on copies of the attacked domain's own
+# members, with verdicts corrected for multiplicity (`multiplicity`) over every method x attack.
 
 # %%
 # Colab: install this repository into the running kernel (does nothing elsewhere).
@@ -50,16 +52,18 @@ seeds = None  # list of seeds
 transfer_domains = None  # public domains whose real images are added
 attacks = None  # list of loss, secmi_paper, secmi_ldm, pia, pian
 main_extraction_samples = None  # generations per model for the extraction counts
-n_bootstrap = None  # bootstrap draws per confidence interval
+n_bootstrap = None  # bootstrap draws per confidence interval and p-value
+multiplicity = None  # correction of the verdicts for multiple comparisons: holm | bh
 
 # %%
 import dataclasses
 
-from s2l_utils import experiment, notebook, plots, pretrain, synthesis, world
+from s2l_utils import experiment, notebook, plots, pretrain, stats, synthesis, world
 
 run = notebook.start("13_domain_transfer", profile, run_dir, methods=methods, experiment_domains=experiment_domains,
                      seeds=seeds, transfer_domains=transfer_domains, attacks=attacks,
-                     main_extraction_samples=main_extraction_samples, n_bootstrap=n_bootstrap)
+                     main_extraction_samples=main_extraction_samples, n_bootstrap=n_bootstrap,
+                     multiplicity=multiplicity)
 params = dataclasses.replace(run.params, conditions=["s2l", "cross_domain", "domain_transfer"])
 data = world.load_data(params)
 target = pretrain.load_target(params, str(run.device))
@@ -81,15 +85,20 @@ run.savefig(plots.image_rows({"SP set": sp.load_images(sp.pretraining_set().head
 # papermill_description=cells
 scores, matches = experiment.run_cells(cells, data, lambda p: target, params.conditions, str(run.device))
 _, effects = experiment.results(scores, matches, params.n_bootstrap, params.seed)
-summary = experiment.summarize(effects, ["method", "comparison", "attack", "metric"])
-run.save_table(effects, "transfer_effects")
-run.save_table(summary, "transfer_summary")
-run.savefig(plots.effect_forest(summary, "auc", ["S2L effect (S2L - cross-domain)", "DomainTrans - S2L"],
-                                title="S2L-DomainTrans vs S2L: change of AUC (95% CI)"), "domain_transfer_auc")
-gain = summary[(summary["comparison"] == "DomainTrans - S2L") & summary["metric"].isin(["auc", "extracted"])]
+summary = experiment.summarize(scores, matches, ["method", "comparison", "attack", "metric"], params.n_bootstrap,
+                               params.seed, params.multiplicity)
+for name, df in {"transfer_scores": scores, "transfer_extraction": matches, "transfer_effects": effects,
+                 "transfer_summary": summary}.items():
+    run.save_table(df, name)
+run.savefig(plots.effect_forest(summary, stats.STRENGTH, [experiment.EFFECT, "DomainTrans - S2L"],
+                                title="S2L-DomainTrans vs S2L: change of attack strength |AUC − 0.5| (95% CI)"),
+            "domain_transfer_strength")
+gain = summary[(summary["comparison"] == "DomainTrans - S2L")
+               & summary["metric"].isin([stats.STRENGTH, "own_copies"])]
 gain.pivot_table(index="method", columns="attack", values="delta", sort=False).round(3)
 
 # %%
 run.log_metrics(cells=len(cells), transfer_domains=params.transfer_domains,
                 domain_transfer_verdicts={k: int(v) for k, v in gain["verdict"].value_counts().items()},
-                results_tables=["transfer_effects.parquet", "transfer_summary.parquet"])
+                results_tables=["transfer_scores.parquet", "transfer_extraction.parquet", "transfer_effects.parquet",
+                                "transfer_summary.parquet"])

@@ -22,7 +22,15 @@
 #
 # Built only from result tables, those of notebooks 11-13 or a sweep's collected table (`report_results`);
 # nothing is recomputed from models: the paper-shaped main table, the figures, and each claim of the paper
-# next to what was measured, with numbers. With
+# next to what was measured, with numbers. A sweep's summary is recomputed from its collected raw scores and
+# extraction matches, through the same code as notebook 11.
+#
+# How a claim is judged: membership inference on attack strength |AUC − 0.5| (an attack below 0.5 moving towards
+# 0.5 gets weaker), extraction on copies of the attacked domain's own members. An estimate is "up" or "down"
+# only when its bootstrap p-value, corrected for multiplicity (`multiplicity`) within its family (one comparison
+# and metric over every method x attack), is below 5%. A claim agrees "partly" only when its ups exceed both its
+# downs and chance (2.5% of the estimates each way); "yes" needs more than half up. The ups of textual
+# inversion and TI+LoRA are named apart: under the cross-domain control their token never trains. With
 # `publish`, the section goes into the README (between this profile's markers) and the summary tables into
 # `data/results/<profile>/`, so readers see them without rerunning.
 
@@ -40,38 +48,46 @@ profile = "mini"  # smoke | mini | full | sd, or a YAML file: sizes for every pa
 run_dir = ""  # where this run writes; empty means runs/<profile>/14_report
 report_results = None  # a sweep's collected results.parquet; empty means this profile's runs of 11-13
 publish = None  # write the README section and data/results/<profile>/
+n_bootstrap = None  # a sweep's summary: bootstrap draws per confidence interval and p-value
+multiplicity = None  # a sweep's summary: correction of the verdicts for multiple comparisons: holm | bh
 
 # %%
 import os
 
 import pandas as pd
 
-from s2l_utils import experiment, notebook, paths, plots, report
+from s2l_utils import experiment, notebook, paths, plots, report, stats
 
-run = notebook.start("14_report", profile, run_dir, report_results=report_results, publish=publish)
+run = notebook.start("14_report", profile, run_dir, report_results=report_results, publish=publish,
+                     n_bootstrap=n_bootstrap, multiplicity=multiplicity)
 params = run.params
-tables = report.from_sweep(params.report_results) if params.report_results else report.collect(run.runs_roots)
+tables = (report.from_sweep(params.report_results, params.n_bootstrap, params.seed, params.multiplicity)
+          if params.report_results else report.collect(run.runs_roots))
 print("result tables found:", ", ".join(tables))
 
 # %%
 main_table = experiment.paper_table(tables["main"], attacks=[a for a in params.attacks if a != "secmi_paper"])
-figures = [run.savefig(plots.effect_forest(tables["main"], "auc",
-                                           ["after - before", report.EFFECT, "S2L - real non-member"],
-                                           title="S2L: change of membership-inference AUC (95% CI)"),
+figures = [run.savefig(plots.effect_forest(tables["main"], stats.STRENGTH,
+                                           [report.AFTER, report.EFFECT, "S2L - real non-member"],
+                                           title="S2L: change of membership-inference strength |AUC − 0.5| (95% CI)"),
                        "report_s2l_effect")]
 if "ablations" in tables:
     levels = tables["ablations"][(tables["ablations"]["ablation"] == "sp_level")
-                                 & tables["ablations"]["comparison"].isin(["after - before", report.EFFECT])]
-    figures.append(run.savefig(plots.ablation_lines(levels, "sp_level", title="S2L effect by prior knowledge"),
+                                 & tables["ablations"]["comparison"].isin([report.AFTER, report.EFFECT])]
+    figures.append(run.savefig(plots.ablation_lines(levels, "sp_level", stats.STRENGTH,
+                                                    title="S2L effect on attack strength by prior knowledge"),
                                "report_prior_knowledge"))
 if "map" in tables:
     first = tables["map"][tables["map"]["pretrain_steps"] == tables["map"]["pretrain_steps"].max()]
     for attack in dict.fromkeys(first["attack"]):
-        if attack != "extraction":
-            figures.append(run.savefig(plots.effect_heatmap(first, "ft_steps", "ft_lr", attack), f"report_map_{attack}"))
+        if attack != stats.EXTRACTION:
+            figures.append(run.savefig(plots.effect_heatmap(first, "ft_steps", "ft_lr", attack),
+                                       f"report_map_{attack}"))
 if "transfer" in tables:
-    figures.append(run.savefig(plots.effect_forest(tables["transfer"], "auc", [report.EFFECT, "DomainTrans - S2L"],
-                                                   title="S2L-DomainTrans vs S2L"), "report_domain_transfer"))
+    figures.append(run.savefig(plots.effect_forest(tables["transfer"], stats.STRENGTH,
+                                                   [report.EFFECT, report.TRANSFER],
+                                                   title="S2L-DomainTrans vs S2L: change of attack strength"),
+                               "report_domain_transfer"))
 main_table.round(3)
 
 # %%

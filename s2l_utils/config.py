@@ -23,6 +23,14 @@ from . import paths
 ATTACKS = ("loss", "secmi_paper", "secmi_ldm", "pia", "pian")
 
 
+# seeds (seed, seeds, ablation_seeds) lie in [0, MAX_SEED): sampling.noise_seed packs one into a bit field of each
+# generated image's torch seed, beside the purpose and the image index
+MAX_SEED = 2 ** 10
+
+
+FT_LR_TABLES = ("mini", "sd")  # the tables of finetune.DEFAULT_LR
+
+
 EXPERIMENT_METHODS = ("dreambooth", "textual_inversion", "lora", "hypernetwork", "end2end", "dreambooth_lora",
                       "ti_lora", "lora_hypernetwork")
 
@@ -46,6 +54,10 @@ class Params:
     nonmembers_per_domain: int = _p(16, "held-out images of each private identity (same distribution)")
     public_domains: int = _p(8, "public filler identities in the pre-training set")
     images_per_public_domain: int = _p(4, "pre-training images of each public identity")
+    name_only_captions: float = _p(0.25, "share of world images captioned only 'photo of <Name>' (as the many "
+                                   "bare-name LAION alt-texts; 0 = none)")
+    varied_captions: bool = _p(True, "world captions other than name-only carry the expression, the background or "
+                               "both (uniformly), as web captions vary in detail; false = all carry both")
     data_dir: str = _p("", "imagefolder with real data (metadata.jsonl); empty = the miniature world")
     domains_file: str = _p("", "text file with one private domain name per line, to restrict data_dir")
     # -- the target model
@@ -59,6 +71,8 @@ class Params:
     pretrain_batch_size: int = _p(32, "pretraining batch size")
     pretrain_lr: float = _p(2e-3, "peak learning rate (AdamW, cosine decay)")
     checkpoint_every: int = _p(400, "steps between resumable checkpoints")
+    caption_dropout: float = _p(0.1, "share of pretraining captions replaced by the empty prompt, per sample "
+                                "(SD v1: 10%), so classifier-free guidance has a learned unconditional branch")
     # -- evaluation of the target
     loss_timesteps: int = _p(10, "loss attack: evenly spaced timesteps averaged per image")
     loss_noise_draws: int = _p(2, "loss attack: seeded noise draws per timestep")
@@ -77,7 +91,9 @@ class Params:
     method: str = _p("lora", "fine-tuning method (see s2l_utils.finetune.METHODS)")
     ft_steps: int = _p(100, "fine-tuning optimisation steps")
     ft_batch_size: int = _p(16, "fine-tuning batch size")
-    ft_lr: float = _p(0.0, "fine-tuning learning rate; 0 = the method's default")
+    ft_lr: float = _p(0.0, "fine-tuning learning rate; 0 = the method's default from the ft_lr_defaults table")
+    ft_lr_defaults: str = _p("mini", "table of per-method default learning rates used when ft_lr is 0: mini (tuned "
+                             "on the miniature) | sd (real SD, each from a published recipe; see finetune.DEFAULT_LR)")
     ft_checkpoint_every: int = _p(500, "fine-tuning steps between resumable checkpoints")
     train_text_encoder: bool = _p(False, "DreamBooth / LoRA: also train the text encoder")
     prior_preservation: bool = _p(False, "add DreamBooth's prior-preservation loss on class images")
@@ -101,8 +117,9 @@ class Params:
     extraction_samples: int = _p(500, "extraction: generations per domain prompt")
     extraction_steps: int = _p(10, "extraction: DDIM steps per generation")
     extraction_tiles: int = _p(4, "extraction: tiled L2 over a grid of N x N tiles (Carlini et al.: 4)")
-    extraction_percentile: float = _p(1.0, "extraction: threshold = this percentile of held-out non-members' "
-                                           "nearest distances to the training set")
+    extraction_false_positives: float = _p(0.05, "extraction: the threshold lets this many novel images be expected "
+                                           "to count as copies over a model's whole generation budget (in (0, 1)), "
+                                           "by a Weibull fit of held-out non-members' nearest distances")
     clip_model: str = _p("", "extraction: optional local CLIP vision model folder for an embedding pre-filter")
     clip_candidates: int = _p(50, "extraction: training images the CLIP pre-filter keeps per generation")
     # -- experiments (11-13): cells of method x attacked domain x seed, each with its conditions
@@ -112,7 +129,11 @@ class Params:
     conditions: list[str] = _p(["s2l", "cross_domain", "real_nonmember"],
                                "fine-tuning conditions: s2l | cross_domain | real_nonmember | domain_transfer")
     main_extraction_samples: int = _p(64, "experiments: generations per model for the extraction counts")
-    n_bootstrap: int = _p(500, "bootstrap draws of every confidence interval")
+    n_bootstrap: int = _p(2000, "bootstrap draws of every confidence interval and p-value; the smallest p is "
+                          "2/(draws+1), and Holm over m verdicts needs 0.05/m: 2000 serves up to 50")
+    multiplicity: str = _p("holm", "correction for multiple comparisons within each family of verdicts (one "
+                           "comparison and metric over every method x attack): holm (family-wise error) | bh "
+                           "(Benjamini-Hochberg false discovery rate)")
     transfer_domains: int = _p(2, "domain transfer: public domains (closest to the SP set) whose real images are added")
     ablation_domains: int = _p(1, "12: private domains of the ablations and the map (the first N); 0 = all")
     ablation_seeds: list[int] = _p([0], "12: seeds of the ablations and the map")
@@ -129,11 +150,14 @@ class Params:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def digest(self, *names: str) -> str:
-        """A short content hash of the named parameters (all if none): the key of a cache entry."""
+    def digest(self, *names: str, **parts) -> str:
+        """A short content hash of the named parameters (all if none) and of ``parts``, what else determines the
+        entry (a code version, the identity of the target it used): the key of a cache entry."""
         values = self.to_dict()
         chosen = {n: values[n] for n in (names or sorted(values))}
-        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:12]
+        if set(parts) & set(chosen):
+            raise ValueError(f"key parts {sorted(set(parts) & set(chosen))} collide with parameter names")
+        return hashlib.sha256(json.dumps({**chosen, **parts}, sort_keys=True).encode()).hexdigest()[:12]
 
 
 PARAM_NAMES = tuple(f.name for f in dataclasses.fields(Params))
@@ -198,7 +222,7 @@ POSITIVE = ("image_size", "private_domains", "members_per_domain", "nonmembers_p
             "main_extraction_samples", "transfer_domains")
 NON_NEGATIVE = ("public_domains", "images_per_public_domain", "pretrain_steps", "preview_samples", "ft_lr",
                 "prior_loss_weight", "weight_noise_scale", "sp_guidance", "attack_domains",
-                "extraction_percentile", "experiment_domains", "n_bootstrap",
+                "experiment_domains", "n_bootstrap",
                 "ablation_domains")
 
 
@@ -213,7 +237,8 @@ def _validate(p: Params) -> None:
     if p.image_size % downsample:
         raise ConfigError(f"image_size {p.image_size} must be divisible by {downsample} "
                           f"(the UNet halves it {len(p.unet_channels) - 1} times)")
-    choices = {"sp_level": ("noise", "class", "name", "captions"), "sp_sampler": ("ddim", "ddpm", "dpmsolver")}
+    choices = {"sp_level": ("noise", "class", "name", "captions"), "sp_sampler": ("ddim", "ddpm", "dpmsolver"),
+               "ft_lr_defaults": FT_LR_TABLES, "multiplicity": ("holm", "bh")}
     for name, valid in choices.items():
         if getattr(p, name) not in valid:
             raise ConfigError(f"parameter {name!r} must be one of {', '.join(valid)}; got {getattr(p, name)!r}")
@@ -226,8 +251,13 @@ def _validate(p: Params) -> None:
         raise ConfigError(f"unknown attacks {unknown or p.attacks}; choose from {', '.join(ATTACKS)}")
     if p.secmi_t % p.secmi_k:
         raise ConfigError(f"secmi_t {p.secmi_t} must be a multiple of secmi_k {p.secmi_k} (the DDIM stride)")
-    if p.extraction_percentile > 100:
-        raise ConfigError(f"extraction_percentile must be <= 100, got {p.extraction_percentile}")
+    if not 0 <= p.name_only_captions <= 1:
+        raise ConfigError(f"parameter 'name_only_captions' must be in [0, 1], got {p.name_only_captions}")
+    if not 0 <= p.caption_dropout < 1:  # 1 would never show the model a caption
+        raise ConfigError(f"parameter 'caption_dropout' must be in [0, 1), got {p.caption_dropout}")
+    if not 0 < p.extraction_false_positives < 1:  # 0: nothing could count; >= 1: a false copy is expected
+        raise ConfigError("parameter 'extraction_false_positives' must be in (0, 1), got "
+                          f"{p.extraction_false_positives}")
     for name in ("methods", "seeds", "ablation_seeds", "conditions", "ablation_levels", "ablation_sp_sizes", "ablation_steps",
                  "ablation_lrs", "map_lrs", "map_steps", "map_pretrain_steps"):
         if not getattr(p, name):
@@ -235,6 +265,10 @@ def _validate(p: Params) -> None:
     for name in ("ablation_sp_sizes", "ablation_steps", "ablation_lrs", "map_lrs", "map_steps", "map_pretrain_steps"):
         if min(getattr(p, name)) <= 0:
             raise ConfigError(f"every value of {name!r} must be > 0, got {getattr(p, name)}")
+    for name, values in (("seed", [p.seed]), ("seeds", p.seeds), ("ablation_seeds", p.ablation_seeds)):
+        if not all(0 <= s < MAX_SEED for s in values):
+            raise ConfigError(f"every value of {name!r} must be in [0, {MAX_SEED}) (generation seeds pack it into a "
+                              f"bit field), got {getattr(p, name)}")
     if not p.models:
         raise ConfigError("parameter 'models' must name at least one model (e.g. target)")
     if p.device != "auto" and not (p.device == "cpu" or p.device.startswith("cuda")):

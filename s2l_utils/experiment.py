@@ -1,4 +1,4 @@
-"""Experiments: S2L against its controls, cell by cell, and the effects with bootstrap CIs.
+"""Experiments: S2L against its controls, cell by cell, and the effects with their CIs and verdicts.
 
 A *cell* is one (method, attacked domain, seed) with its parameters. In a cell the target is fine-tuned under
 several *conditions* and every model is attacked on the same images:
@@ -13,6 +13,7 @@ The S2L effect is S2L minus the cross-domain control, not after minus before: fi
 the attacks. The domain's non-members are split in two: the first half is the real-data control's training
 set, the second half the non-members every model is scored on, so no model is scored on its training images.
 Each model of a cell is saved in its own folder and read back on a rerun, so an interrupted notebook resumes.
+Every CI, p-value and verdict is computed from the cells' raw scores and extraction matches by ``stats``.
 """
 
 from __future__ import annotations
@@ -24,20 +25,20 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import finetune, paths, synthesis, world
-from .attacks import extraction, metrics, suite
+from . import finetune, paths, stats, synthesis, world
+from .attacks import extraction, suite
 from .config import ConfigError, Params
 
 CONDITIONS = ("s2l", "cross_domain", "real_nonmember", "domain_transfer")
 BEFORE = "target"
+AFTER, EFFECT = "after - before", "S2L effect (S2L - cross-domain)"
 COMPARISONS = {  # name: (model, reference)
-    "after - before": ("s2l", BEFORE),
-    "S2L effect (S2L - cross-domain)": ("s2l", "cross_domain"),
+    AFTER: ("s2l", BEFORE),
+    EFFECT: ("s2l", "cross_domain"),
     "S2L - real non-member": ("s2l", "real_nonmember"),
     "DomainTrans - S2L": ("domain_transfer", "s2l"),
 }
@@ -135,7 +136,7 @@ def run_cell(params: Params, data: world.ImageFolderData, target, out_dir: Path,
     context = {}  # the evaluation set, training images and threshold, built once when a model needs them
     scores, matches = [], []
     for condition in (BEFORE, *conditions):
-        folder = target_results_dir(params) if condition == BEFORE else out_dir / condition
+        folder = target_results_dir(params, target) if condition == BEFORE else out_dir / condition
         with paths.cache_lock(folder):
             if not (folder / CELL_INFO).is_file():
                 _evaluate_condition(condition, params, data, target, label["domain"], folder, context, device,
@@ -154,145 +155,74 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
         context["evaluation"] = evaluation_view(data)
         context["training"] = suite.training_images(data, params.image_size)
         evaluation = context["evaluation"]
-        context["threshold"] = suite.extraction_threshold(evaluation, evaluation.private_domains,
-                                                          context["training"][1], params)
+        # calibrated for what one model of a cell generates, so its expected false copies are the stated ones
+        context["calibration"] = suite.extraction_calibration(evaluation, evaluation.private_domains,
+                                                              context["training"][1], params,
+                                                              generations=params.main_extraction_samples)
     pipe, rewrite = target, None
     if condition != BEFORE:
         trained_on = training_set(condition, params, data, target, domain, progress)
         # fine-tune a copy of the very target attacked here (where it was loaded from): a cell's seed varies the
         # SP set and the fine-tuning, while params.seed would otherwise also select a target pretrained with it
         result = finetune.finetune(params.method, params, trained_on, folder, domain, None, device, progress,
-                                   base=getattr(target, "name_or_path", None) or None)
+                                   base=synthesis.target_source(params, target))
         tuned = finetune.load_finetuned(result.folder, device)
         pipe, rewrite = tuned.pipe, tuned.rewrite
     scores = suite.membership_scores(pipe, context["evaluation"], [domain], params, rewrite, progress=False)
     sample_params = dataclasses.replace(params, extraction_samples=params.main_extraction_samples)
     generations, prompted = suite.generate_for_domains(pipe, [domain], sample_params, rewrite, progress=False)
     rows, images = context["training"]
-    found = suite.extraction_matches(generations, prompted, rows, images, context["threshold"], params)
+    calibration = context["calibration"]
+    found = suite.extraction_matches(generations, prompted, rows, images, calibration.threshold, params)
+    expected = calibration.expected_false_positives(len(generations))
     folder.mkdir(parents=True, exist_ok=True)
     scores.assign(condition=condition).to_parquet(folder / CELL_SCORES, index=False)
-    found.assign(condition=condition, threshold=context["threshold"]).to_parquet(folder / CELL_EXTRACTION, index=False)
-    (folder / CELL_INFO).write_text(json.dumps({"condition": condition, "threshold": context["threshold"],
+    found.assign(condition=condition, threshold=calibration.threshold, expected_false_positives=expected).to_parquet(
+        folder / CELL_EXTRACTION, index=False)
+    (folder / CELL_INFO).write_text(json.dumps({"condition": condition, "threshold": calibration.threshold,
+                                                "expected_false_positives": expected,
                                                 "seconds": time.perf_counter() - started}))
-
-
-def _paired_draws(scores: pd.DataFrame, condition: str, n_bootstrap: int, seed: int) -> dict:
-    """Point estimates and bootstrap draws of each metric for one condition; the same resampled images for
-    every condition (same seed, same image order), so differences between conditions are paired."""
-    rows = scores[scores["condition"] == condition].sort_values(["is_member", "file_name"])
-    members = rows.loc[rows["is_member"], "score"].to_numpy()
-    nonmembers = rows.loc[~rows["is_member"], "score"].to_numpy()
-    rng = np.random.default_rng(seed)
-    m_idx = rng.integers(0, len(members), (n_bootstrap, len(members)))
-    n_idx = rng.integers(0, len(nonmembers), (n_bootstrap, len(nonmembers)))
-    point = metrics.batched_metrics(members[None], nonmembers[None], (0.01,))
-    draws = metrics.batched_metrics(members[m_idx], nonmembers[n_idx], (0.01,))
-    return {name: (float(point[name][0]), draws[name]) for name in ("auc", "tpr@1%fpr", "asr")}
-
-
-def _extraction_draws(matches: pd.DataFrame, condition: str, n_bootstrap: int, seed: int) -> dict:
-    rows = matches[matches["condition"] == condition]
-    hits = rows["extracted"].to_numpy()
-    files = np.where(hits, rows["nearest_file"].to_numpy(), None)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(rows), (n_bootstrap, len(rows)))
-    distinct = np.array([len(set(files[i][hits[i]])) for i in idx])
-    return {"extracted": (float(hits.sum()), hits[idx].sum(1).astype(float)),
-            "distinct_images": (float(len(set(files[hits]))), distinct.astype(float))}
-
-
-def cell_tables(scores: pd.DataFrame, matches: pd.DataFrame, n_bootstrap: int = 500, seed: int = 0):
-    """(metrics, effects) of one cell, tidy. Metrics: condition, attack, metric, value, lo, hi. Effects: one
-    row per comparison in ``COMPARISONS`` whose models the cell has: delta, lo, hi (paired bootstrap)."""
-    keys = {k: scores[k].iloc[0] for k in scores.columns
-            if k not in ("attack", "file_name", "is_member", "score", "condition") and scores[k].nunique() == 1}
-    conditions = list(dict.fromkeys(scores["condition"]))
-    estimates = {}
-    for attack, group in scores.groupby("attack", sort=False):
-        for condition in conditions:
-            estimates[(attack, condition)] = _paired_draws(group, condition, n_bootstrap, seed)
-    for condition in conditions:
-        estimates[("extraction", condition)] = _extraction_draws(matches, condition, n_bootstrap, seed)
-    metric_rows, effect_rows = [], []
-    for (attack, condition), values in estimates.items():
-        for name, (value, draws) in values.items():
-            lo, hi = np.percentile(draws, [2.5, 97.5])
-            metric_rows.append({**keys, "condition": condition, "attack": attack, "metric": name, "value": value,
-                                "lo": lo, "hi": hi})
-    for comparison, (model, reference) in COMPARISONS.items():
-        if model not in conditions or reference not in conditions:
-            continue
-        for attack in dict.fromkeys(a for a, _ in estimates):
-            for name, (value, draws) in estimates[(attack, model)].items():
-                ref_value, ref_draws = estimates[(attack, reference)][name]
-                lo, hi = np.percentile(draws - ref_draws, [2.5, 97.5])
-                effect_rows.append({**keys, "comparison": comparison, "attack": attack, "metric": name,
-                                    "delta": value - ref_value, "lo": lo, "hi": hi, "model_value": value,
-                                    "reference_value": ref_value})
-    return pd.DataFrame(metric_rows), pd.DataFrame(effect_rows)
-
-
-def summarize(effects: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean delta over cells per group, with a 95% CI from the cells' own CIs (normal approximation,
-    independent cells: se of the mean = sqrt(sum se_i^2) / n), and whether the CI excludes 0."""
-    def combine(group: pd.DataFrame) -> pd.Series:
-        se = (group["hi"] - group["lo"]) / (2 * 1.96)
-        mean, se_mean = group["delta"].mean(), float(np.sqrt((se ** 2).sum())) / len(group)
-        return pd.Series({"delta": mean, "lo": mean - 1.96 * se_mean, "hi": mean + 1.96 * se_mean,
-                          "cells": len(group), "before": group["reference_value"].mean(),
-                          "after": group["model_value"].mean()})
-
-    table = effects.groupby(by, sort=False).apply(combine, include_groups=False).reset_index()
-    table["verdict"] = np.select([table["lo"] > 0, table["hi"] < 0], ["up", "down"], "no change")
-    return table
-
-
-def paper_table(summary: pd.DataFrame, attacks=("secmi_ldm", "pia", "loss"), metric: str = "auc") -> pd.DataFrame:
-    """Rows = methods; per attack: before, after S2L, and the S2L effect against the cross-domain control
-    ("+0.012 [-0.03, 0.05]"); plus extraction counts before / after. The shape of the paper's main table."""
-    out = {}
-    for method, group in summary.groupby("method", sort=False):
-        row = {}
-        for attack in [*attacks, "extraction"]:
-            name = "extracted" if attack == "extraction" else metric
-            pick = group[(group["attack"] == attack) & (group["metric"] == name)].set_index("comparison")
-            if "after - before" not in pick.index:
-                continue
-            row[f"{attack} before"] = pick.loc["after - before", "before"]
-            row[f"{attack} after"] = pick.loc["after - before", "after"]
-            if "S2L effect (S2L - cross-domain)" in pick.index:
-                e = pick.loc["S2L effect (S2L - cross-domain)"]
-                row[f"{attack} S2L effect"] = f"{e['delta']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}]"
-        out[method] = row
-    return pd.DataFrame.from_dict(out, orient="index")
 
 
 # parameters that choose *which* cells run or how tables are drawn, not what happens inside a cell
 PLAN_PARAMS = ("models", "attack_domains", "extraction_samples", "preview_samples", "methods", "experiment_domains",
-               "seeds", "n_bootstrap", "ablation_domains", "ablation_seeds", "publish", "report_results", "conditions",
-               "ablation_levels", "ablation_sp_sizes", "ablation_steps", "ablation_lrs", "map_lrs", "map_steps",
-               "map_pretrain_steps", "device", "checkpoint_every", "ft_checkpoint_every")
+               "seeds", "n_bootstrap", "multiplicity", "ablation_domains", "ablation_seeds", "publish",
+               "report_results", "conditions", "ablation_levels", "ablation_sp_sizes", "ablation_steps",
+               "ablation_lrs", "map_lrs", "map_steps", "map_pretrain_steps", "device", "checkpoint_every",
+               "ft_checkpoint_every")
 
 
-def cell_dir(params: Params) -> Path:
-    """A cell's cache folder, keyed by every parameter that changes its results: a finished cell is reused by any
-    notebook that asks for it again (11 and 12 share their common cells) and an interrupted run resumes."""
+# The code version of a cell's results, part of the cell and target-results keys: bump it whenever what a cell
+# computes changes for unchanged parameters (training sets of the conditions, attacks, extraction). A cell's key
+# also holds the versions of the SP sets and fine-tunes it uses; the target's own is in its key. 2: issue 11.
+CELL_VERSION = 2
+
+
+def cell_dir(params: Params, target=None) -> Path:
+    """A cell's cache folder, keyed by every parameter that changes its results, the target it attacks and
+    fine-tunes (``target``, the pipeline; ``synthesis.target_identity``: a cell's seed is not its target's), the
+    data and the code versions: a finished cell is reused by any notebook that asks for it again (11 and 12
+    share their common cells) and an interrupted run resumes."""
     names = [n for n in params.to_dict() if n not in PLAN_PARAMS]
-    return paths.cache_dir("cells") / params.digest(*names)
+    return paths.cache_dir("cells") / params.digest(
+        *names, target=synthesis.target_identity(params, target), data=synthesis.data_identity(params),
+        cell_version=CELL_VERSION, sp_version=synthesis.SP_VERSION, finetune_version=finetune.FINETUNE_VERSION)
 
 
-# parameters of the fine-tuning and of the SP set: the target's own results in a cell do not depend on them
-FINETUNE_PARAMS = ("method", "ft_steps", "ft_batch_size", "ft_lr", "train_text_encoder", "prior_preservation",
-                   "prior_images", "prior_loss_weight", "lora_rank", "lora_alpha", "ti_num_vectors", "ti_initializer",
-                   "hn_layer_structure", "weight_noise_scale", "sp_level", "sp_size", "sp_sampler", "sp_steps",
-                   "sp_guidance", "class_prompt", "transfer_domains")
+# parameters of the fine-tuning and of the SP set: the target's own results in a cell do not depend on them (the
+# seed does: it also seeds the attacks)
+FINETUNE_PARAMS = tuple(name for name in dict.fromkeys(("method", *finetune.RECIPE_PARAMS, *synthesis.SP_PARAMS,
+                                                        "transfer_domains")) if name != "seed")
 
 
-def target_results_dir(params: Params) -> Path:
-    """Where the target's results on a cell's domain are cached: shared by every method and fine-tuning setting."""
+def target_results_dir(params: Params, target=None) -> Path:
+    """Where the results of ``target`` (the pipeline) on a cell's domain are cached: shared by every method and
+    fine-tuning setting, keyed by the target's identity (``synthesis.target_identity``), the data and
+    ``CELL_VERSION``."""
     names = [n for n in params.to_dict() if n not in PLAN_PARAMS + FINETUNE_PARAMS]
-    return paths.cache_dir("cells") / f"target-{params.digest(*names)}"
+    key = params.digest(*names, target=synthesis.target_identity(params, target),
+                        data=synthesis.data_identity(params), cell_version=CELL_VERSION)
+    return paths.cache_dir("cells") / f"target-{key}"
 
 
 def plan(params: Params, data: world.ImageFolderData, **swept) -> list[tuple[Params, dict]]:
@@ -318,16 +248,80 @@ def run_cells(cells: list[tuple[Params, dict]], data: world.ImageFolderData, tar
     extraction matches of all cells, each row tagged with its cell's label and a ``cell`` id."""
     scores, matches = [], []
     for params, label in tqdm(cells, desc="cells", disable=not progress):
-        folder = cell_dir(params)
-        s, m = run_cell(params, data, target_for(params), folder, conditions, device, progress=False, label=label)
+        target = target_for(params)
+        folder = cell_dir(params, target)
+        s, m = run_cell(params, data, target, folder, conditions, device, progress=False, label=label)
         scores.append(s.assign(cell=folder.name))
         matches.append(m.assign(cell=folder.name))
     return pd.concat(scores, ignore_index=True), pd.concat(matches, ignore_index=True)
 
 
+def _cell_columns(rows: pd.DataFrame) -> list[str]:
+    """The cell id and the labels ``run_cells`` tagged every row with (method, domain, seed, swept values)."""
+    return [c for c in rows.columns if c not in ("condition", "comparison", "attack", "metric", "value",
+                                                 "model_value", "reference_value")]
+
+
 def results(scores: pd.DataFrame, matches: pd.DataFrame, n_bootstrap: int = 500, seed: int = 0):
-    """(metrics, effects) of every cell, tidy, one row per cell x condition (or comparison) x attack x metric."""
-    tables = [cell_tables(scores[scores["cell"] == cell], matches[matches["cell"] == cell], n_bootstrap, seed)
-              for cell in dict.fromkeys(scores["cell"])]
-    return (pd.concat([t[0] for t in tables], ignore_index=True),
-            pd.concat([t[1] for t in tables], ignore_index=True))
+    """(metrics, effects) of every cell, tidy, one row per cell x condition (or comparison) x attack x metric,
+    with the cell's image-bootstrap 95% CI (``stats``). Metrics: value, lo, hi. Effects (each comparison of
+    ``COMPARISONS`` whose models the cell has): delta, lo, hi, p, model_value, reference_value. For reading
+    and saving: verdicts come from ``summarize``, which combines cells."""
+    estimates = stats.cell_estimates(scores, matches, n_bootstrap, seed)
+    keys = _cell_columns(estimates.rows)
+    cell_metrics = stats.combine(estimates, [*keys, "condition", "attack", "metric"], seed)
+    effects = stats.combine(stats.compare(estimates, COMPARISONS), [*keys, "comparison", "attack", "metric"], seed,
+                            means=("model_value", "reference_value"))
+    return (cell_metrics.drop(columns=["p", "cells", "domains", "draws"]),
+            effects.drop(columns=["cells", "domains", "draws"]).rename(columns={"value": "delta"}))
+
+
+def summarize(scores: pd.DataFrame, matches: pd.DataFrame, by: list[str], n_bootstrap: int = 2000, seed: int = 0,
+              correction: str = "holm", comparisons: list[str] | None = None) -> pd.DataFrame:
+    """The effects of ``comparisons`` (names in ``COMPARISONS``; default all) averaged over the cells of each
+    group of ``by`` (which holds comparison, attack and metric), from the cells' raw scores and extraction
+    matches: cluster-bootstrap 95% CIs (domains, then images), p-values adjusted with ``correction`` within each
+    comparison x metric, and verdicts on attack strength and extraction (``stats``). Columns: ``by``, delta,
+    lo, hi, p, p_adjusted, verdict, correction, cells, domains, draws, before and after (mean reference / model
+    value)."""
+    missing = {"comparison", "attack", "metric"} - set(by)
+    if missing:
+        raise ValueError(f"summarize needs {sorted(missing)} in by: a verdict is per comparison, attack and metric")
+    unknown = sorted(set(comparisons or ()) - set(COMPARISONS))
+    if unknown:
+        raise ValueError(f"unknown comparisons {unknown}; choose from {list(COMPARISONS)}")
+    chosen = {name: COMPARISONS[name] for name in (comparisons or COMPARISONS)}
+    effects = stats.compare(stats.cell_estimates(scores, matches, n_bootstrap, seed), chosen)
+    table = stats.judge(stats.combine(effects, by, seed, means=("reference_value", "model_value")), correction)
+    return table.rename(columns={"value": "delta", "reference_value": "before", "model_value": "after"})
+
+
+def _effect_text(row: pd.Series) -> str:
+    mark = {"up": " ↑", "down": " ↓"}.get(row["verdict"], "")
+    return f"{row['delta']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]{mark}"
+
+
+def paper_table(summary: pd.DataFrame, attacks=("secmi_ldm", "pia", "loss")) -> pd.DataFrame:
+    """Rows = methods. Per attack: AUC before and after S2L, and the S2L effect on attack *strength* (change of
+    |AUC - 0.5| against the cross-domain control, with its 95% CI; ↑ / ↓ where the corrected verdict is up /
+    down). Extraction: copies of the attacked domain's own members per cell before and after, the S2L effect
+    on them, and the distinct own members copied after S2L. The shape of the paper's main table."""
+    out = {}
+    for method, group in summary.groupby("method", sort=False):
+        row = {}
+        for attack, (before_after, effect) in {**{a: ("auc", stats.STRENGTH) for a in attacks},
+                                               stats.EXTRACTION: ("own_copies", "own_copies")}.items():
+            mine = group[group["attack"] == attack]
+            after = mine[(mine["comparison"] == AFTER) & (mine["metric"] == before_after)]
+            if after.empty:
+                continue
+            name = "own copies" if attack == stats.EXTRACTION else attack
+            row[f"{name} before"], row[f"{name} after"] = after["before"].iloc[0], after["after"].iloc[0]
+            gain = mine[(mine["comparison"] == EFFECT) & (mine["metric"] == effect)]
+            if len(gain):
+                row[f"{name} S2L effect"] = _effect_text(gain.iloc[0])
+        distinct = group[(group["comparison"] == AFTER) & (group["metric"] == "own_distinct")]
+        if len(distinct):
+            row["own distinct after"] = distinct["after"].iloc[0]
+        out[method] = row
+    return pd.DataFrame.from_dict(out, orient="index")

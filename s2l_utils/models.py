@@ -27,6 +27,9 @@ from .config import Params
 
 GENERIC_WORDS = ("a", "an", "the", "photo", "of", "face", "person", "picture", "portrait", "image", "background")
 TOKENIZER_MAX_LENGTH = 32
+# The unconditional prompt of classifier-free guidance: what the pipelines encode when no negative prompt is
+# given (StableDiffusionPipeline does the same) and what caption dropout trains on.
+UNCONDITIONAL_PROMPT = ""
 
 
 # ------------------------------------------------------------------------------------------- tokenizer
@@ -82,9 +85,19 @@ def build_tokenizer(words, max_length: int = TOKENIZER_MAX_LENGTH) -> CLIPTokeni
 # -------------------------------------------------------------------------------------- pixel pipeline
 
 
+def expand_placeholders(tokenizer, prompts: list[str]) -> list[str]:
+    """Multi-vector textual-inversion tokens spelled out, ``<tok>`` -> ``<tok> <tok>_1 …``, by diffusers' own
+    ``maybe_convert_prompt``: the step ``StableDiffusionPipeline`` applies to every prompt before tokenizing.
+    It is the only expansion anywhere (captions carry just ``<tok>``), so training, scoring and generation
+    on every pipeline see the same token ids."""
+    return TextualInversionLoaderMixin().maybe_convert_prompt(list(prompts), tokenizer)
+
+
 def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
-    """CLIP last hidden states for ``prompts`` (padded to the tokenizer's max length, as SD does)."""
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+    """CLIP last hidden states for ``prompts`` (placeholders expanded and padded to the tokenizer's max
+    length, as SD does)."""
+    ids = tokenizer(expand_placeholders(tokenizer, prompts), padding="max_length",
+                    max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids.to(text_encoder.device)
     return text_encoder(ids)[0]
 
@@ -116,7 +129,7 @@ class PixelDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, 
         text = encode_prompts(self.tokenizer, self.text_encoder, prompts)
         use_cfg = guidance_scale > 1.0
         if use_cfg:
-            negatives = negative_prompt or ""
+            negatives = negative_prompt or UNCONDITIONAL_PROMPT
             negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
             text = torch.cat([encode_prompts(self.tokenizer, self.text_encoder, negatives), text])
         x = randn_tensor((len(prompts), self.unet.config.in_channels, size, size), generator=generator,

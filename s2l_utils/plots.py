@@ -146,6 +146,8 @@ def roc_by_attack(scores: pd.DataFrame, title: str = "Membership inference, pool
 def metric_comparison(table: pd.DataFrame, metric: str = "auc", chance: float | None = 0.5, title: str = ""):
     """Pooled ``metric`` per attack (groups) and model (bars) with 95% CI whiskers, from a tidy metrics table."""
     rows = table[(table["domain"] == "pooled") & (table["metric"] == metric)]
+    if rows.empty:
+        raise ValueError(f"no pooled {metric!r} rows in the table; it has {', '.join(dict.fromkeys(table['metric']))}")
     attacks, models = list(dict.fromkeys(rows["attack"])), list(dict.fromkeys(rows["model"]))
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * len(attacks) * len(models) + 2), 3.2))
@@ -210,19 +212,19 @@ def effect_forest(summary: pd.DataFrame, metric: str = "auc", comparisons: list[
     return fig
 
 
-def effect_heatmap(summary: pd.DataFrame, x: str, y: str, attack: str, metric: str = "auc", title: str = ""):
-    """The S2L effect over two swept parameters for one attack: colour = delta, text = delta and its CI;
-    cells whose CI excludes 0 are marked with *."""
+def effect_heatmap(summary: pd.DataFrame, x: str, y: str, attack: str, metric: str = "advantage", title: str = ""):
+    """The S2L effect over two swept parameters for one attack: colour = delta, text = delta and its CI; cells
+    whose verdict (after the multiplicity correction) is up or down are marked with *."""
     rows = summary[(summary["attack"] == attack) & (summary["metric"] == metric)]
     value = rows.pivot_table(index=y, columns=x, values="delta", sort=True)
-    text = rows.assign(label=[f"{d:+.3f}{'*' if lo > 0 or hi < 0 else ''}\n[{lo:+.2f},{hi:+.2f}]"
-                              for d, lo, hi in zip(rows["delta"], rows["lo"], rows["hi"])])
+    text = rows.assign(label=[f"{d:+.3f}{'*' if verdict in ('up', 'down') else ''}\n[{lo:+.2f},{hi:+.2f}]"
+                              for d, lo, hi, verdict in zip(rows["delta"], rows["lo"], rows["hi"], rows["verdict"])])
     labels = text.pivot_table(index=y, columns=x, values="label", aggfunc="first", sort=True)
     fig, ax = plt.subplots(figsize=(1.5 * value.shape[1] + 2, 0.9 * value.shape[0] + 1.2))
     limit = max(float(np.nanmax(np.abs(value.to_numpy()))), 1e-3)
     sns.heatmap(value, annot=labels.reindex_like(value), fmt="", cmap="RdBu_r", vmin=-limit, vmax=limit, ax=ax,
                 annot_kws={"fontsize": 6}, cbar_kws={"label": f"Δ {metric}"})
-    ax.set(title=title or f"S2L effect on {attack} {metric} (S2L − cross-domain); * = CI excludes 0")
+    ax.set(title=title or f"S2L effect on {attack} {metric} (S2L − cross-domain); * = corrected verdict up/down")
     fig.tight_layout()
     return fig
 

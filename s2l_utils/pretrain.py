@@ -13,29 +13,40 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import paths
+from .attacks.mia import loss_scores
 from .config import ConfigError, Params
-from .models import DiffusionModel, build_miniature, load_pipeline
+from .models import UNCONDITIONAL_PROMPT, DiffusionModel, build_miniature, load_pipeline
 from .training import TrainSpec, train
-from .world import ImageFolderData
+from .world import WORLD_VERSION, ImageFolderData, domain_prompt
 
 # Parameters that change the trained weights; anything else (checkpoint_every, attack sizes) does not.
 TARGET_PARAMS = ("world_seed", "image_size", "private_domains", "members_per_domain", "nonmembers_per_domain",
-                 "public_domains", "images_per_public_domain", "data_dir", "domains_file", "unet_channels",
-                 "text_width", "seed", "pretrain_steps", "pretrain_batch_size", "pretrain_lr")
+                 "public_domains", "images_per_public_domain", "name_only_captions", "varied_captions", "data_dir",
+                 "domains_file", "unet_channels", "text_width", "seed", "pretrain_steps", "pretrain_batch_size",
+                 "pretrain_lr", "caption_dropout")
+# Bumped whenever pretraining changes for unchanged parameters (2: caption dropout), so no stale target is reused.
+TARGET_VERSION = 2
 PIPELINE = "pipeline"
 HISTORY = "history.csv"
 
 
+def target_key(params: Params) -> str:
+    """The miniature target's identity: its code version, the world's, and every parameter that changes its weights."""
+    return f"v{TARGET_VERSION}-w{WORLD_VERSION}-{params.digest(*TARGET_PARAMS)}"
+
+
 def target_dir(params: Params) -> Path:
-    return paths.cache_dir("targets") / params.digest(*TARGET_PARAMS)
+    return paths.cache_dir("targets") / target_key(params)
 
 
 def train_spec(params: Params) -> TrainSpec:
     return TrainSpec(steps=params.pretrain_steps, batch_size=params.pretrain_batch_size, lr=params.pretrain_lr,
-                     seed=params.seed, checkpoint_every=params.checkpoint_every)
+                     seed=params.seed, checkpoint_every=params.checkpoint_every,
+                     caption_dropout=params.caption_dropout)
 
 
 def pretrain_target(params: Params, data: ImageFolderData, device: str = "cpu", progress: bool = True,
@@ -70,6 +81,7 @@ def pretrain_target(params: Params, data: ImageFolderData, device: str = "cpu", 
     pipe.save_pretrained(tmp)
     history.to_csv(folder / HISTORY, index=False)
     os.replace(tmp, folder / PIPELINE)
+    pipe.register_to_config(_name_or_path=str(folder / PIPELINE))  # as if loaded: keys name the cached target
     return pipe, history
 
 
@@ -82,3 +94,29 @@ def load_target(params: Params, device: str = "auto"):
         raise FileNotFoundError(f"no pretrained target for these parameters at {folder}: run notebook "
                                 "01_pretrain_target with the same profile first")
     return load_pipeline(folder, device)
+
+
+def caption_errors(model: DiffusionModel, images, captions: list[str], domains: list[str], timesteps: int = 10,
+                   noise_draws: int = 2, seed: int = 0, batch_size: int = 64) -> pd.DataFrame:
+    """Mean ε-MSE of ``images`` under four conditionings, on the same seeded timesteps and noises.
+
+    own: each image's caption; empty: the unconditional prompt (the branch classifier-free guidance pushes
+    away from); shuffled: another image's caption (a seeded derangement, mostly other identities); name: the
+    bare attack prompt "photo of <Name>". Guidance is sound when ``empty`` is learned (close to ``own``, far
+    below ``shuffled``) and the name prompt is one the model was trained on. ``vs_own`` is each error / own's.
+    """
+    n = len(captions)
+    if n < 2 or len(images) != n or len(domains) != n:
+        raise ValueError(f"need >= 2 images with one caption and domain each; got {len(images)} images, "
+                         f"{n} captions, {len(domains)} domains")
+    order = np.random.default_rng(seed).permutation(n)
+    successor = np.empty(n, dtype=int)
+    successor[order] = np.roll(order, -1)  # one cycle through a random order: no image keeps its own caption
+    shuffled = [captions[j] for j in successor]
+    conditions = {"own": list(captions), "empty": [UNCONDITIONAL_PROMPT] * n, "shuffled": shuffled,
+                  "name": [domain_prompt(d) for d in domains]}
+    errors = {name: -loss_scores(model, images, texts, timesteps=timesteps, noise_draws=noise_draws, seed=seed,
+                                 batch_size=batch_size).mean() for name, texts in conditions.items()}
+    table = pd.DataFrame({"condition": list(errors), "eps_mse": list(errors.values())})
+    table["vs_own"] = table["eps_mse"] / errors["own"]
+    return table

@@ -67,9 +67,9 @@ def first_look(setting: Setting, tuned: finetune.Finetuned, run: Run, samples: i
     images = {
         "real members": setting.data.load_images(setting.data.split(setting.domain, "member").head(samples),
                                                  p.image_size),
-        "target": sampling.generate(setting.target, [prompt] * samples, p.seed, p.sample_steps, p.guidance_scale,
-                                    progress=progress),
-        f"after {tuned.method}": sampling.generate(tuned.pipe, tuned.rewrite([prompt] * samples), p.seed,
+        "target": sampling.generate(setting.target, [prompt] * samples, "preview", p.seed, p.sample_steps,
+                                    p.guidance_scale, progress=progress),
+        f"after {tuned.method}": sampling.generate(tuned.pipe, tuned.rewrite([prompt] * samples), "preview", p.seed,
                                                    p.sample_steps, p.guidance_scale, progress=progress),
     }
     run.savefig(plots.image_rows(images, f"{setting.domain}: before and after {tuned.method}"),
@@ -81,7 +81,7 @@ def first_look(setting: Setting, tuned: finetune.Finetuned, run: Run, samples: i
                                    noise_draws=p.loss_noise_draws, seed=p.seed)
         table = metrics.metrics_by_domain(scores, seed=p.seed).head(1)
         rows.append(table.assign(model=label))
-    attack = pd.concat(rows, ignore_index=True)[["model", "domain", "auc", "auc_lo", "auc_hi", "tpr@1%fpr"]]
+    attack = pd.concat(rows, ignore_index=True)[["model", "domain", "auc", "auc_lo", "auc_hi", "tpr@0fp"]]
     run.save_table(attack, "loss_attack_before_after")
     return attack
 

@@ -7,26 +7,28 @@
 * ``captions``: the real captions of the domain's pre-training members, but not their images. The target
   generates one image per caption (cycled to the set size), each captioned with its prompt.
 
-An SP set is cached by everything that determines it (target, domain, level, size, sampler, steps, guidance,
-seed) under ``runs/cache/sp/<hash>/`` in the imagefolder layout, each image with its prompt.
+An SP set is cached by everything that determines it (the target that generated it, the data its prompts come
+from, domain, level, size, sampler, steps, guidance, seed, and ``SP_VERSION``) under ``runs/cache/sp/<hash>/``
+in the imagefolder layout, each image with its prompt.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from . import paths
+from . import paths, pretrain
 from .config import ConfigError, Params
-from .pretrain import TARGET_PARAMS
-from .sampling import generate
-from .world import ImageFolderData, domain_prompt, to_pil, write_imagefolder
+from .sampling import generate, noise_seed
+from .world import ImageFolderData, WorldSpec, domain_prompt, to_pil, write_imagefolder
 
 LEVELS = ("noise", "class", "name", "captions")
 SP_PARAMS = ("sp_level", "sp_size", "sp_sampler", "sp_steps", "sp_guidance", "class_prompt", "seed")
+# The code version of SP sets, part of their key: bump it whenever what an SP set holds changes for unchanged
+# parameters (prompts, seeds, sampling), so no stale set is reused. 2: issue 11.
+SP_VERSION = 2
 
 
 def resolve_domain(params: Params, data: ImageFolderData) -> str:
@@ -53,7 +55,7 @@ def sp_prompts(data: ImageFolderData, domain: str, level: str, size: int, class_
 
 def noise_images(count: int, size: int, seed: int) -> torch.Tensor:
     """Standard Gaussian images clipped to [-1, 1]; image ``i`` depends only on (seed, i)."""
-    return torch.stack([torch.randn((3, size, size), generator=torch.Generator().manual_seed(seed * 1_000_003 + i))
+    return torch.stack([torch.randn((3, size, size), generator=torch.Generator().manual_seed(noise_seed("sp_noise", seed, i)))
                         for i in range(count)]).clamp(-1, 1)
 
 
@@ -64,7 +66,7 @@ def synthesize(pipe, data: ImageFolderData, domain: str, params: Params, progres
         size = pipe.unet.config.sample_size * getattr(pipe, "vae_scale_factor", 1)
         images = noise_images(params.sp_size, size, params.seed)
     else:
-        images = generate(pipe, prompts, seed=params.seed, steps=params.sp_steps,
+        images = generate(pipe, prompts, "sp", seed=params.seed, steps=params.sp_steps,
                           guidance_scale=params.sp_guidance, sampler=params.sp_sampler, progress=progress)
     slug = domain.lower().replace(" ", "_")
     meta = pd.DataFrame({"file_name": [f"{slug}/sp_{i:05d}.png" for i in range(len(images))], "text": prompts,
@@ -72,18 +74,41 @@ def synthesize(pipe, data: ImageFolderData, domain: str, params: Params, progres
     return images, meta
 
 
-def sp_key(params: Params, domain: str) -> str:
-    target = params.base_model or params.digest(*TARGET_PARAMS)
-    payload = json.dumps({"target": target, "domain": domain, **{k: params.to_dict()[k] for k in SP_PARAMS}},
-                         sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+def target_source(params: Params, target=None) -> str:
+    """Where ``target`` (a pipeline, or already its folder or hub id) is loaded from: the model fine-tuning copies.
+    Without a target, or for a pipeline built in memory (just pretrained), the profile's target: ``base_model``
+    or the cached miniature's folder."""
+    source = target if isinstance(target, (str, Path)) else getattr(target, "name_or_path", None)
+    return str(source or params.base_model or pretrain.target_dir(params) / pretrain.PIPELINE)
+
+
+def target_identity(params: Params, target=None) -> str:
+    """The identity of ``target`` (see ``target_source``) in cache keys, the same on every machine: a cached
+    miniature's folder name (``pretrain.target_key``: its parameters and code version), else its source as given
+    (``base_model``, a hub id or folder)."""
+    source = target_source(params, target)
+    cached, path = paths.cache_dir("targets").resolve(), Path(source).resolve()
+    return path.relative_to(cached).parts[0] if path.is_relative_to(cached) else source
+
+
+def data_identity(params: Params) -> str:
+    """The data in cache keys: the real data folder, or the miniature world's key (its spec and code version),
+    with the domain list."""
+    return f"{params.data_dir or WorldSpec.from_params(params).key()}|{params.domains_file}"
+
+
+def sp_key(params: Params, domain: str, target: str) -> str:
+    """The SP set's cache key: ``target`` (the ``target_identity`` of the target that generates it), the data its
+    prompts come from (``data_identity``), the domain, the SP parameters and ``SP_VERSION``."""
+    return params.digest(*SP_PARAMS, target=target, data=data_identity(params), domain=domain,
+                         sp_version=SP_VERSION)
 
 
 def ensure_sp_set(params: Params, data: ImageFolderData, pipe, domain: str | None = None,
                   progress: bool = True) -> ImageFolderData:
     """The SP set for these parameters: generated with ``pipe`` (the target) once, then read from the cache."""
     domain = domain or resolve_domain(params, data)
-    folder = paths.cache_dir("sp") / sp_key(params, domain)
+    folder = paths.cache_dir("sp") / sp_key(params, domain, target_identity(params, pipe))
     with paths.cache_lock(folder):
         if not (folder / "metadata.jsonl").is_file():
             images, meta = synthesize(pipe, data, domain, params, progress)

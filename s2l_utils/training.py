@@ -1,9 +1,9 @@
 """The one training loop: ε-prediction MSE on captioned images, with accelerate, checkpoints and resume.
 
 Pretraining the target and every fine-tuning method run through ``train``; a method only decides which
-modules and parameters are trainable. Randomness (batch order, noise, timesteps) is drawn from generators
-seeded by (seed, step), never from global state, so a run resumed from a checkpoint continues bit for bit
-as if it had never stopped, on CPU.
+modules and parameters are trainable. Randomness (batch order, noise, timesteps, caption dropout) is drawn
+from generators seeded by (seed, stream, step), never from global state, so a run resumed from a checkpoint
+continues bit for bit as if it had never stopped, on CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from .models import DiffusionModel
+from .models import UNCONDITIONAL_PROMPT, DiffusionModel
 
 STATE_FILE = "trainer_state.json"
 
@@ -38,6 +38,7 @@ class TrainSpec:
     max_grad_norm: float = 1.0
     checkpoint_every: int = 0  # 0 = no intermediate checkpoints
     mixed_precision: str = "auto"  # auto = fp16 on CUDA, none on CPU
+    caption_dropout: float = 0.0  # share of captions replaced by the unconditional prompt (pretraining: SD's 0.1)
 
     def __post_init__(self):
         if self.steps <= 0:
@@ -46,6 +47,8 @@ class TrainSpec:
             raise ValueError(f"batch_size must be > 0, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
 
 
 def _generator(seed: int, stream: int, index: int) -> torch.Generator:
@@ -62,6 +65,12 @@ def batch_indices(n_items: int, batch_size: int, step: int, seed: int) -> torch.
         lo, hi = max(start - epoch * n_items, 0), min(stop - epoch * n_items, n_items)
         out.append(perm[lo:hi])
     return torch.cat(out)
+
+
+def drop_captions(captions: list[str], rate: float, generator: torch.Generator) -> list[str]:
+    """Each caption replaced by the unconditional prompt with probability ``rate``, as SD v1 trained (rate 0.1)."""
+    dropped = torch.rand(len(captions), generator=generator) < rate
+    return [UNCONDITIONAL_PROMPT if drop else caption for caption, drop in zip(captions, dropped.tolist())]
 
 
 def denoising_loss(model: DiffusionModel, x0: torch.Tensor, text: torch.Tensor,
@@ -136,7 +145,9 @@ def train(model: DiffusionModel, modules: dict[str, torch.nn.Module], images: to
             generator = _generator(spec.seed, 2, step * world + rank)
             with accelerator.autocast():
                 x0 = model.encode(images[idx])
-                text = model.encode_text([captions[i] for i in idx])
+                batch_captions = drop_captions([captions[i] for i in idx], spec.caption_dropout,
+                                               _generator(spec.seed, 4, step * world + rank))
+                text = model.encode_text(batch_captions)
                 loss = denoising_loss(model, x0, text, generator)
                 if prior is not None:
                     prior_images, prior_captions, weight = prior

@@ -3,7 +3,9 @@
 The world is a deterministic, seeded set of captioned portraits organised in *domains*. A domain is an
 identity with a made-up name; its traits (skin, hair, eyes, face shape, glasses, beard, shirt) are fixed,
 while every photo of it varies in framing, expression, lighting and background clutter, so each image is
-unique but clearly the same identity, like photos of one person. Private domains have *member* images (in
+unique but clearly the same identity, like photos of one person. Captions vary in detail as web alt-texts
+do (LAION's range from a bare name to a description): a share of them is only "photo of <Name>", the rest
+add the expression, the background or both. Private domains have *member* images (in
 the pre-training set) and *non-member* images (held out, same distribution); public domains are filler
 that is all pre-training data, and later serve as related domains for domain transfer.
 
@@ -44,9 +46,20 @@ def domain_prompt(domain: str) -> str:
     return f"photo of {domain}"
 
 
+# Bumped whenever generate_world's output changes for an unchanged spec, so no cached world is reused stale.
+WORLD_VERSION = 2
+# Detail forms of the captions that are not name-only, drawn uniformly when captions vary.
+CAPTION_FORMS = ("full", "expression", "background")
+
+
 @dataclass(frozen=True)
 class WorldSpec:
-    """Scale and seed of the miniature world; a larger world is one setting away."""
+    """Scale, seed and caption style of the miniature world; a larger world is one setting away.
+
+    ``name_only_captions`` is the share of images captioned only "photo of <Name>" (0.25 mirrors the many bare
+    names among LAION's alt-texts); with ``varied_captions`` every other caption takes one of
+    ``CAPTION_FORMS`` uniformly, else all carry the expression and the background (the world before v2).
+    """
 
     seed: int = 0
     image_size: int = 16
@@ -55,16 +68,21 @@ class WorldSpec:
     nonmembers_per_domain: int = 32
     public_domains: int = 8
     images_per_public_domain: int = 8
+    name_only_captions: float = 0.25
+    varied_captions: bool = True
 
     @classmethod
     def from_params(cls, p: Params) -> "WorldSpec":
-        return cls(p.world_seed, p.image_size, p.private_domains, p.members_per_domain,
-                   p.nonmembers_per_domain, p.public_domains, p.images_per_public_domain)
+        return cls(seed=p.world_seed, image_size=p.image_size, private_domains=p.private_domains,
+                   members_per_domain=p.members_per_domain, nonmembers_per_domain=p.nonmembers_per_domain,
+                   public_domains=p.public_domains, images_per_public_domain=p.images_per_public_domain,
+                   name_only_captions=p.name_only_captions, varied_captions=p.varied_captions)
 
     def key(self) -> str:
-        return "-".join(str(v) for v in (self.seed, self.image_size, self.private_domains, self.members_per_domain,
-                                         self.nonmembers_per_domain, self.public_domains,
-                                         self.images_per_public_domain))
+        return "-".join(str(v) for v in (f"v{WORLD_VERSION}", self.seed, self.image_size, self.private_domains,
+                                         self.members_per_domain, self.nonmembers_per_domain, self.public_domains,
+                                         self.images_per_public_domain, self.name_only_captions,
+                                         int(self.varied_captions)))
 
 
 # ----------------------------------------------------------------------------------------------- generation
@@ -154,13 +172,33 @@ def _render(traits: dict, var: dict, size: int, supersample: int = 4) -> np.ndar
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
-def _caption(name: str, var: dict) -> str:
-    return f"{domain_prompt(name)}, {var['expression']}, {var['background']} background"
+def _caption(name: str, var: dict, form: str) -> str:
+    """The caption of one photo in a detail form: name only, or with its expression and / or background."""
+    details = {"name": [], "expression": [var["expression"]], "background": [f"{var['background']} background"]}
+    details["full"] = details["expression"] + details["background"]
+    return ", ".join([domain_prompt(name), *details[form]])
+
+
+def _caption_form(rng: np.random.Generator, spec: WorldSpec) -> str:
+    """Draw one caption's detail form: "name" or one of ``CAPTION_FORMS``.
+
+    Both numbers are always drawn, so the draws do not depend on the settings, and a higher
+    ``name_only_captions`` only turns more captions to name-only.
+    """
+    name_only = rng.random() < spec.name_only_captions
+    form = CAPTION_FORMS[int(rng.integers(len(CAPTION_FORMS)))]
+    if name_only:
+        return "name"
+    return form if spec.varied_captions else "full"
 
 
 def generate_world(spec: WorldSpec) -> tuple[list[Image.Image], pd.DataFrame]:
-    """All images and their metadata rows, a pure function of ``spec`` (same spec, same bytes)."""
+    """All images and their metadata rows, a pure function of ``spec`` (same spec, same bytes).
+
+    Caption forms come from their own random stream, so the images do not depend on the caption settings.
+    """
     rng = np.random.default_rng(spec.seed)
+    caption_rng = np.random.default_rng([spec.seed, 1])
     names = _names(rng, spec.private_domains + spec.public_domains)
     images, rows = [], []
     for index, name in enumerate(names):
@@ -172,7 +210,8 @@ def generate_world(spec: WorldSpec) -> tuple[list[Image.Image], pd.DataFrame]:
         for k, split in enumerate(splits):
             var = _photo_variation(rng)
             images.append(Image.fromarray(_render(traits, var, spec.image_size)))
-            rows.append({"file_name": f"{slug}/{split}_{k:04d}.png", "text": _caption(name, var),
+            caption = _caption(name, var, _caption_form(caption_rng, spec))
+            rows.append({"file_name": f"{slug}/{split}_{k:04d}.png", "text": caption,
                          "domain": name, "split": split, "private": private})
     return images, pd.DataFrame(rows)
 

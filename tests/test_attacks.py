@@ -1,27 +1,32 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from s2l_utils import models
+from s2l_utils import models, world
 from s2l_utils.attacks import extraction, metrics, mia
+from s2l_utils.config import load_profile
+from s2l_utils.sampling import noise_seed
 
 
 def test_auc_and_strict_tpr_at_fpr_on_hand_computed_cases():
     members, nonmembers = [0.9, 0.8, 0.4], [0.7, 0.3, 0.2, 0.1]
     assert metrics.roc_auc(members, nonmembers) == pytest.approx(11 / 12)  # 0.4 loses only to 0.7
-    # thresholds: FPR 0 reaches TPR 2/3; 1% FPR cannot admit the non-member at 0.7
-    assert metrics.tpr_at_fpr(members, nonmembers, 0.01) == pytest.approx(2 / 3)
+    # thresholds: zero false positives reach TPR 2/3; 1% FPR needs 100 non-members, so it is not measured
+    assert metrics.tpr_at_fpr(members, nonmembers, 0.0) == pytest.approx(2 / 3)
+    assert np.isnan(metrics.tpr_at_fpr(members, nonmembers, 0.01))
     assert metrics.tpr_at_fpr(members, nonmembers, 0.25) == pytest.approx(1.0)
-    # best threshold (> 0.35): 3 of 3 members and 3 of 4 non-members right -> 6/7
-    assert metrics.attack_accuracy(members, nonmembers) == pytest.approx(6 / 7)
+    # best threshold (> 0.35): TPR 3/3, TNR 3/4 -> balanced accuracy 7/8 (plain accuracy would be 6/7)
+    assert metrics.attack_accuracy(members, nonmembers) == pytest.approx(7 / 8)
 
 
 def test_strict_rule_never_takes_the_closest_fpr_and_handles_ties():
     # a tie between a member and a non-member at the top score: no threshold has FPR 0 with TPR > 0
     members, nonmembers = [1.0, 0.5], [1.0] + [0.0] * 9
-    assert metrics.tpr_at_fpr(members, nonmembers, 0.05) == 0.0
+    assert metrics.tpr_at_fpr(members, nonmembers, 0.0) == 0.0
     assert metrics.tpr_at_fpr(members, nonmembers, 0.1) == pytest.approx(1.0)
     assert metrics.roc_auc(members, nonmembers) == pytest.approx(roc_auc_score([1, 1] + [0] * 10,
                                                                                members + nonmembers))
@@ -36,9 +41,30 @@ def test_vectorised_metrics_agree_with_sklearn_roc_curves_on_random_tied_scores(
         fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
         assert metrics.roc_auc(members, nonmembers) == pytest.approx(roc_auc_score(labels, scores))
         for x in (0.0, 0.01, 0.1, 0.5):
-            assert metrics.tpr_at_fpr(members, nonmembers, x) == pytest.approx(tpr[fpr <= x + 1e-12].max())
-        brute = max(((scores >= t) == labels).mean() for t in [*np.unique(scores), np.inf])
+            expected = tpr[fpr <= x + 1e-12].max() if x == 0 or nonmembers.size * x >= 1 else np.nan
+            assert metrics.tpr_at_fpr(members, nonmembers, x) == pytest.approx(expected, nan_ok=True)
+        brute = max((((scores >= t) & (labels == 1)).sum() / members.size
+                     + ((scores < t) & (labels == 0)).sum() / nonmembers.size) / 2
+                    for t in [*np.unique(scores), np.inf])
         assert metrics.attack_accuracy(members, nonmembers) == pytest.approx(brute)
+
+
+def test_small_samples_get_honest_metrics():
+    """8 non-members: TPR at 1% FPR is TPR at zero false positives, so it is NaN and ``tpr@0fp`` says it; a
+    constant score is a coin flip (0.5), however unbalanced the sets (plain accuracy: 16/24 = 0.667)."""
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.normal(1, 1, 16), rng.normal(0, 1, 8)
+    out = metrics.membership_metrics(members, nonmembers, n_bootstrap=100)
+    assert set(metrics.MEMBERSHIP_METRICS) <= set(out)
+    assert np.isnan(out["tpr@1%fpr"]) and np.isnan(out["tpr@1%fpr_lo"]) and np.isnan(out["tpr@0.1%fpr"])
+    assert out["tpr@0fp"] == pytest.approx((members > nonmembers.max()).mean())
+    assert out["advantage"] == pytest.approx(abs(out["auc"] - 0.5))
+    many = rng.normal(0, 1, 100)
+    assert metrics.tpr_at_fpr(members, many, 0.01) == pytest.approx((members > np.sort(many)[-2]).mean())
+    assert metrics.attack_accuracy(np.ones(16), np.ones(8)) == 0.5
+    assert metrics.attack_accuracy(np.zeros(16), np.ones(8)) == 0.5, "an inverted attack is not credited"
+    inverted = metrics.membership_metrics(-members, -nonmembers, n_bootstrap=0)
+    assert inverted["auc"] < 0.5 and inverted["advantage"] == pytest.approx(out["advantage"])
 
 
 def test_bootstrap_interval_contains_the_estimate_and_bad_input_is_rejected():
@@ -73,7 +99,7 @@ def test_loss_score_equals_a_hand_rolled_denoising_error(smoke_params, smoke_dat
     model = models.DiffusionModel(models.build_miniature(smoke_params, smoke_data.meta["text"]))
     rows = smoke_data.pretraining_set().head(1)
     x0, text = smoke_data.load_images(rows, 16), list(rows["text"])
-    noise = torch.randn((2, 3, 16, 16), generator=torch.Generator().manual_seed(7 * 1_000_003))
+    noise = torch.randn((2, 3, 16, 16), generator=torch.Generator().manual_seed(noise_seed("attack", 7, 0)))
     expected = 0.0
     with torch.no_grad():
         for k, t in enumerate([250, 750]):
@@ -115,7 +141,8 @@ def test_extraction_counts_planted_copies_once_per_training_image_and_ignores_no
     training = torch.rand((40, 3, 16, 16), generator=gen) * 2 - 1
     rows = pd.DataFrame({"file_name": [f"img{i}.png" for i in range(40)], "domain": ["A"] * 20 + ["B"] * 20})
     heldout = torch.rand((30, 3, 16, 16), generator=gen) * 2 - 1
-    threshold = extraction.calibrate_threshold(heldout, training, percentile=1, tiles=4)
+    calibration = extraction.calibrate_threshold(heldout, training, budget=10, false_positives=0.05, tiles=4)
+    threshold = calibration.threshold
     # a copy that is only half right: close on average, far on one half; tiled L2 must not call it a copy
     half = training[5].clone()
     half[:, :8] = torch.rand((3, 8, 16), generator=gen) * 2 - 1
@@ -126,12 +153,57 @@ def test_extraction_counts_planted_copies_once_per_training_image_and_ignores_no
     matches = extraction.match_generations(generations, prompted, training, rows, threshold, tiles=4)
     assert matches["extracted"].tolist() == [True, True, True, True] + [False] * 6
     assert matches["nearest_file"].tolist()[:4] == ["img3.png", "img3.png", "img12.png", "img25.png"]
-    counts = extraction.extraction_counts(matches).set_index("domain")
-    assert counts.loc["A", ["generations", "extracted", "distinct_images", "distinct_own_domain"]].tolist() == [5, 4, 3, 2]
-    assert counts.loc["B", ["extracted", "distinct_images"]].tolist() == [0, 0]
+    counts = extraction.extraction_counts(matches, calibration.false_positive_rate).set_index("domain")
+    # domain A's prompt copied its own img3 (twice) and img12, and domain B's img25
+    assert counts.loc["A", list(extraction.COUNTS)].tolist() == [5, 3, 1, 2, 1]
+    assert counts.loc["B", list(extraction.COUNTS)].tolist() == [5, 0, 0, 0, 0]
+    assert counts["expected_false_positives"].tolist() == pytest.approx([5 * calibration.false_positive_rate] * 2)
     whole_image, _ = extraction.nearest_neighbours(half[None], training)
     assert whole_image.item() < matches["distance"].iloc[4], "the half copy is closer on average than per tile"
     with pytest.raises(ValueError, match="prompted domains"):
         extraction.match_generations(generations, prompted[:3], training, rows, threshold)
-    with pytest.raises(ValueError, match="percentile"):
-        extraction.calibrate_threshold(heldout, training, percentile=101)
+    with pytest.raises(ValueError, match="false_positives"):
+        extraction.calibrate_threshold(heldout, training, budget=10, false_positives=1.5)
+
+
+def _world_tensors(params):
+    images, meta = world.generate_world(world.WorldSpec.from_params(params))
+    pixels = torch.stack([torch.from_numpy(np.array(i, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+                          for i in images])
+    return pixels, meta
+
+
+def test_novel_images_almost_never_count_as_extracted_while_near_copies_do():
+    # the mini world with 300 more non-members per identity: the first 16 calibrate (as on mini), the rest are
+    # realistic new photos of the same identities that no threshold has seen
+    mini = load_profile("mini")
+    pixels, meta = _world_tensors(dataclasses.replace(mini, nonmembers_per_domain=316))
+    photo = meta.groupby(["domain", "split"]).cumcount().to_numpy()
+    heldout = meta["split"].eq("nonmember").to_numpy()
+    training, calibration_set, novel = pixels[~heldout], pixels[heldout & (photo < 16)], pixels[heldout & (photo >= 16)]
+    budget = mini.extraction_samples * mini.private_domains
+    calibration = extraction.calibrate_threshold(calibration_set, training, budget, false_positives=0.05, tiles=4)
+    assert calibration.expected_false_positives() <= 0.05 + 1e-9
+    assert calibration.threshold <= extraction.CAP_FRACTION * calibration.tail.smallest
+    novel_distances, _ = extraction.nearest_neighbours(novel, training, tiles=4)
+    assert int((novel_distances <= calibration.threshold).sum()) == 0, "a new photo counted as a copy"
+    # the old rule, the 1st percentile of the calibration distances, calls about 1% of new photos copies
+    old, _ = extraction.nearest_neighbours(calibration_set, training, tiles=4)
+    assert (novel_distances <= float(np.percentile(old.numpy(), 1))).float().mean() > 0.005
+    # near-copies: re-rendering noise, 3% brighter, an eighth of a pixel to the side
+    gen = torch.Generator().manual_seed(0)
+    near = torch.cat([training + 0.03 * torch.randn(training.shape, generator=gen), (training + 1) * 1.03 - 1,
+                      0.875 * training + 0.125 * torch.roll(training, 1, dims=3)])
+    near_distances, _ = extraction.nearest_neighbours(near, training, tiles=4)
+    assert bool((near_distances <= calibration.threshold).all()), "a near-copy of a training image was missed"
+
+
+def test_novelty_tail_recovers_a_weibull_and_refuses_what_it_cannot_fit():
+    rng = np.random.default_rng(0)
+    tail = extraction.fit_novelty_tail(0.5 * rng.weibull(6.0, 4000))
+    assert tail.shape == pytest.approx(6.0, rel=0.1) and tail.scale == pytest.approx(0.5, rel=0.03)
+    assert tail.rate(tail.quantile(1e-5)) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="at least 3"):
+        extraction.fit_novelty_tail(np.array([0.3, 0.4]))
+    with pytest.raises(ValueError, match="identical to a training image"):
+        extraction.fit_novelty_tail(np.array([0.0, 0.3, 0.4]))

@@ -65,6 +65,10 @@ def test_unknown_key_in_a_profile_file_is_rejected(tmp_path):
     ({"map_lrs": []}, "must not be empty"),
     ({"ablation_steps": [10, 0]}, "ablation_steps"),
     ({"attacks": ["loss", "lira"]}, "unknown attacks"),
+    ({"extraction_false_positives": 0.0}, "extraction_false_positives"),
+    ({"extraction_false_positives": 1.0}, "extraction_false_positives"),
+    ({"seed": -1}, "'seed'"),
+    ({"ablation_seeds": [0, 1024]}, "ablation_seeds"),
 ])
 def test_impossible_values_are_rejected(override, message):
     with pytest.raises(ConfigError, match=message):

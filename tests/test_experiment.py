@@ -47,19 +47,22 @@ def test_each_condition_trains_on_what_it_claims(smoke_params, smoke_data):
         experiment.check_conditions(["s2l", "shuffle"])
 
 
-def _scores(condition_scores: dict) -> pd.DataFrame:
+def _scores(condition_scores: dict, cell: str = "c0", domain: str = "A") -> pd.DataFrame:
     frames = []
     for condition, (members, nonmembers) in condition_scores.items():
         frames.append(pd.DataFrame({
-            "domain": "A", "file_name": [f"m{i}" for i in range(len(members))] + [f"n{i}" for i in range(len(nonmembers))],
+            "domain": domain, "file_name": [f"m{i}" for i in range(len(members))] + [f"n{i}" for i in range(len(nonmembers))],
             "is_member": [True] * len(members) + [False] * len(nonmembers), "score": [*members, *nonmembers],
-            "attack": "loss", "condition": condition, "method": "lora", "seed": 0}))
+            "attack": "loss", "condition": condition, "method": "lora", "seed": 0, "cell": cell}))
     return pd.concat(frames, ignore_index=True)
 
 
-def _matches(hits: dict) -> pd.DataFrame:
-    return pd.concat([pd.DataFrame({"domain": "A", "generation": range(len(h)), "extracted": [f is not None for f in h],
-                                    "nearest_file": [f or "x" for f in h], "condition": condition})
+def _matches(hits: dict, cell: str = "c0", domain: str = "A") -> pd.DataFrame:
+    """condition -> per generation: None (no copy) or (copied file, its domain)."""
+    return pd.concat([pd.DataFrame({"domain": domain, "generation": range(len(h)), "extracted": [f is not None for f in h],
+                                    "nearest_file": [f[0] if f else "x" for f in h],
+                                    "nearest_domain": [f[1] if f else domain for f in h], "condition": condition,
+                                    "cell": cell, "method": "lora", "seed": 0})
                       for condition, h in hits.items()], ignore_index=True)
 
 
@@ -68,33 +71,50 @@ def test_effects_are_paired_differences_with_bootstrap_cis():
     noise = list(rng.normal(size=40)), list(rng.normal(size=40))
     separated = list(rng.normal(3, 1, 40)), list(rng.normal(0, 1, 40))
     scores = _scores({"target": noise, "s2l": separated, "cross_domain": noise})
-    matches = _matches({"target": [None] * 4, "s2l": ["a", "a", "b", None], "cross_domain": [None] * 4})
-    metrics_table, effects = experiment.cell_tables(scores, matches, n_bootstrap=200)
+    copies = [("a", "A"), ("a", "A"), ("b", "A"), ("z", "B")]  # own member a twice, own b, other domain's z
+    matches = _matches({"target": [None] * 4, "s2l": copies, "cross_domain": [None] * 4})
+    metrics_table, effects = experiment.results(scores, matches, n_bootstrap=200)
     auc = metrics_table[(metrics_table["metric"] == "auc")].set_index("condition")["value"]
     assert auc["s2l"] > 0.95 and auc["target"] == auc["cross_domain"]
     effect = effects[(effects["comparison"] == "S2L effect (S2L - cross-domain)") & (effects["metric"] == "auc")
                      & (effects["attack"] == "loss")].iloc[0]
     assert effect["delta"] == pytest.approx(auc["s2l"] - auc["cross_domain"]) and effect["lo"] > 0
-    same = effects[(effects["comparison"] == "after - before") & (effects["attack"] == "loss")]
+    same = effects[(effects["comparison"] == "after - before") & (effects["attack"] == "loss")
+                   & (effects["metric"] == "auc")]
     assert (same["delta"] > 0).all()
     extracted = effects[(effects["attack"] == "extraction") & (effects["comparison"] == "after - before")]
-    assert extracted.set_index("metric")["delta"].to_dict() == {"extracted": 3.0, "distinct_images": 2.0}
+    assert extracted.set_index("metric")["delta"].to_dict() == {"own_copies": 3.0, "own_distinct": 2.0,
+                                                                "other_copies": 1.0}
     assert "S2L - real non-member" not in set(effects["comparison"]), "no real-data control in this cell"
     # identical conditions give exactly zero, with a zero-width interval (the bootstrap is paired)
-    _, null = experiment.cell_tables(_scores({"target": noise, "s2l": noise}), _matches({"target": [None], "s2l": [None]}),
-                                     n_bootstrap=50)
+    _, null = experiment.results(_scores({"target": noise, "s2l": noise}), _matches({"target": [None], "s2l": [None]}),
+                                 n_bootstrap=50)
+    null = null.dropna(subset=["delta"])  # tpr@1%fpr: NaN with 40 non-members
     assert (null["delta"] == 0).all() and (null["lo"] == 0).all() and (null["hi"] == 0).all()
 
 
-def test_summary_averages_cells_and_combines_their_intervals():
-    effects = pd.DataFrame({"method": "lora", "comparison": "c", "attack": "loss", "metric": "auc",
-                            "delta": [0.1, 0.3], "lo": [0.1 - 1.96 * 0.05, 0.3 - 1.96 * 0.05],
-                            "hi": [0.1 + 1.96 * 0.05, 0.3 + 1.96 * 0.05], "model_value": [0.8, 0.9],
-                            "reference_value": [0.7, 0.6]})
-    row = experiment.summarize(effects, ["method", "comparison", "attack", "metric"]).iloc[0]
-    se = np.sqrt(2 * 0.05 ** 2) / 2
-    assert row["delta"] == pytest.approx(0.2) and row["lo"] == pytest.approx(0.2 - 1.96 * se)
-    assert row["cells"] == 2 and row["verdict"] == "up" and row["before"] == pytest.approx(0.65)
+def test_summary_averages_cells_of_all_domains():
+    """(Replaces a test of the normal approximation from per-cell CIs, which ignored that cells of a domain
+    share images and gave zero-count cells an se of 0.) The summary is the mean of the cells' effects."""
+    rng = np.random.default_rng(1)
+    frames, matches = [], []
+    for cell, domain, shift in (("c0", "A", 2.0), ("c1", "A", 1.0), ("c2", "B", 1.5)):
+        members, nonmembers = list(rng.normal(0, 1, 30)), list(rng.normal(0, 1, 30))
+        frames.append(_scores({"target": (members, nonmembers), "s2l": ([m + shift for m in members], nonmembers),
+                               "cross_domain": (members, nonmembers)}, cell, domain))
+        matches.append(_matches({c: [None] * 4 for c in ("target", "s2l", "cross_domain")}, cell, domain))
+    scores, matches = pd.concat(frames, ignore_index=True), pd.concat(matches, ignore_index=True)
+    _, effects = experiment.results(scores, matches, n_bootstrap=100)
+    summary = experiment.summarize(scores, matches, ["method", "comparison", "attack", "metric"], n_bootstrap=300,
+                                   correction="bh")
+    pick = dict(comparison="S2L effect (S2L - cross-domain)", attack="loss", metric="advantage")
+    cells = effects.loc[(effects[list(pick)] == pd.Series(pick)).all(axis=1)]
+    row = summary.loc[(summary[list(pick)] == pd.Series(pick)).all(axis=1)].iloc[0]
+    assert row["delta"] == pytest.approx(cells["delta"].mean()) and row["cells"] == 3 and row["domains"] == 2
+    assert row["before"] == pytest.approx(cells["reference_value"].mean()) and row["lo"] > 0
+    assert row["verdict"] == "up" and row["correction"] == "bh"
+    with pytest.raises(ValueError, match="needs"):
+        experiment.summarize(scores, matches, ["method", "attack"])
 
 
 def test_plan_is_the_full_grid_and_rejects_unknown_methods(smoke_params, smoke_data):
@@ -119,6 +139,11 @@ def test_a_finished_cell_is_read_back_not_recomputed(smoke_params, smoke_data, t
     monkeypatch.setattr(finetune, "finetune", lambda *a, **k: pytest.fail("a finished cell was fine-tuned again"))
     again, _ = experiment.run_cell(params, smoke_data, target, tmp_path / "cell", ["s2l", "cross_domain"])
     pd.testing.assert_frame_equal(scores, again)
+    # a real cell's tables go through the statistics as they are
+    summary = experiment.summarize(scores.assign(cell="c"), matches.assign(cell="c"),
+                                   ["method", "comparison", "attack", "metric"], n_bootstrap=20)
+    assert {"own_copies", "own_distinct", "other_copies", "advantage", "tpr@0fp"} <= set(summary["metric"])
+    assert set(summary["comparison"]) == {experiment.AFTER, experiment.EFFECT}
 
 
 def test_a_cells_seed_fine_tunes_the_target_it_attacks(smoke_params, smoke_data, tmp_path):
@@ -137,17 +162,18 @@ def test_a_cells_seed_fine_tunes_the_target_it_attacks(smoke_params, smoke_data,
 def test_report_numbers_come_from_the_table_and_the_readme_section_is_replaced(tmp_path):
     rows = []
     for method, delta in (("lora", 0.08), ("dreambooth", -0.02)):
-        for comparison, d in ((report.EFFECT, delta), (report.AFTER, delta / 2)):
-            rows.append({"method": method, "comparison": comparison, "attack": "pia", "metric": "auc", "delta": d,
-                         "lo": d - 0.03, "hi": d + 0.03, "cells": 1, "before": 0.7, "after": 0.7 + d,
-                         "verdict": "up" if d - 0.03 > 0 else "no change"})
+        for comparison, metric, d in ((report.EFFECT, "advantage", delta), (report.AFTER, "auc", delta / 2)):
+            rows.append({"method": method, "comparison": comparison, "attack": "pia", "metric": metric, "delta": d,
+                         "lo": d - 0.03, "hi": d + 0.03, "p": 0.001 if d - 0.03 > 0 else 0.4, "cells": 1,
+                         "before": 0.7, "after": 0.7 + d, "verdict": "up" if d - 0.03 > 0 else "no change",
+                         "correction": "holm", "draws": 2000})
     summary = pd.DataFrame(rows)
     claims = report.verdicts({"main": summary})
-    assert len(claims) == 1 and claims[0]["agrees"] == "partly (1 of 2)"
-    assert "mean +0.030" in claims[0]["measured"] and "CI above 0 for 1" in claims[0]["measured"]
+    assert len(claims) == 2 and claims[0]["agrees"] == "partly (1 of 2)"
+    assert "mean +0.030" in claims[0]["measured"] and "up 1, down 0 of 2" in claims[0]["measured"]
     assert "lora +0.080 [+0.050, +0.110]" in claims[0]["measured"]
     table = experiment.paper_table(summary, attacks=["pia"])
-    assert table.loc["lora", "pia S2L effect"] == "+0.080 [+0.050, +0.110]"
+    assert table.loc["lora", "pia S2L effect"] == "+0.080 [+0.050, +0.110] ↑"
     assert table.loc["dreambooth", "pia after"] == pytest.approx(0.69)  # after - before row: 0.7 + (-0.02 / 2)
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n\nintro\n")
@@ -160,14 +186,33 @@ def test_report_numbers_come_from_the_table_and_the_readme_section_is_replaced(t
         report.collect([tmp_path])
 
 
-def test_the_report_can_summarise_a_sweeps_collected_effects(tmp_path):
-    cells = pd.DataFrame({"method": ["lora", "lora"], "comparison": report.EFFECT, "attack": "pia", "metric": "auc",
-                          "delta": [0.1, 0.3], "lo": [0.0, 0.2], "hi": [0.2, 0.4], "model_value": [0.8, 0.9],
-                          "reference_value": [0.7, 0.6], "table": "s2l_effects", "run_dir": ["a", "b"]})
+def test_the_report_recomputes_a_sweeps_summary_from_its_raw_scores(tmp_path):
+    rng = np.random.default_rng(2)
+    points = []
+    for cell, domain in (("c0", "A"), ("c1", "B")):  # one sweep point each
+        members, nonmembers = list(rng.normal(0, 1, 12)), list(rng.normal(0, 1, 6))
+        scores = _scores({"target": (members, nonmembers), "s2l": ([m + 1 for m in members], nonmembers),
+                          "cross_domain": (members, nonmembers)}, cell, domain)
+        matches = _matches({c: [None, (f"{domain}1", domain)] for c in ("target", "s2l", "cross_domain")}, cell,
+                           domain)
+        points.append((scores, matches))
+    scores = pd.concat([s for s, _ in points], ignore_index=True)
+    matches = pd.concat([m for _, m in points], ignore_index=True)
+    collected = []
+    for run, (s, m) in enumerate([*points, points[0]]):  # the first cell read back by a second run
+        for name, table in (("s2l_scores", s), ("s2l_extraction", m)):
+            collected.append(table.assign(table=name, run_dir=f"run{run}", notebook="11_s2l_main",
+                                          methods=[["lora"]] * len(table)))
     path = tmp_path / "results.parquet"
-    pd.concat([cells, cells.assign(table="s2l_metrics")]).to_parquet(path)
-    main = report.from_sweep(path)["main"]
-    assert len(main) == 1 and main["delta"].iloc[0] == pytest.approx(0.2) and main["cells"].iloc[0] == 2
+    pd.concat(collected, ignore_index=True).to_parquet(path)
+    main = report.from_sweep(path, n_bootstrap=200)["main"]
+    expected = experiment.summarize(scores, matches, ["method", "comparison", "attack", "metric"], 200)
+    pd.testing.assert_frame_equal(main, expected)
+    assert set(main["cells"]) == {2}
+    only_scores = tmp_path / "only_scores.parquet"
+    pd.concat(collected[::2], ignore_index=True).to_parquet(only_scores)
+    with pytest.raises(ValueError, match="s2l_extraction"):
+        report.from_sweep(only_scores)
     with pytest.raises(FileNotFoundError, match="sweep results not found"):
         report.from_sweep(tmp_path / "missing.parquet")
 

@@ -6,8 +6,10 @@ import json
 import pytest
 import torch
 
-from s2l_utils import finetune, pretrain, sampling, synthesis, world
-from s2l_utils.config import ConfigError, load_profile
+from safetensors.torch import save_file
+
+from s2l_utils import finetune, models, pretrain, sampling, synthesis, world
+from s2l_utils.config import FT_LR_TABLES, ConfigError, load_profile
 from s2l_utils.finetune import hypernetwork as hn
 from s2l_utils.finetune.weight_noise import perturb
 
@@ -22,6 +24,15 @@ def setting(tmp_path_factory):
     domain = synthesis.resolve_domain(params, data)
     sp = synthesis.ensure_sp_set(params, data, target, domain, progress=False)
     return params, data, target, domain, sp, tmp_path_factory.mktemp("ft")
+
+
+@pytest.fixture(scope="module")
+def latent_base(setting):
+    """A tiny random *latent* SD pipeline (with a VAE) whose vocabulary covers the world's captions, as a folder."""
+    data, root = setting[1], setting[5]
+    tokenizer = models.build_tokenizer(models.caption_words(data.meta["text"]))
+    models.tiny_random_sd_pipeline(tokenizer).save_pretrained(root / "latent-sd")
+    return root / "latent-sd"
 
 
 def _state(module):
@@ -40,7 +51,7 @@ def _run(setting, method, **overrides):
 
 
 def _samples(pipe, prompts):
-    return sampling.generate(pipe, prompts, seed=3, steps=2, progress=False)
+    return sampling.generate(pipe, prompts, "preview", seed=3, steps=2, progress=False)
 
 
 @pytest.mark.parametrize("method", list(finetune.METHODS))
@@ -73,6 +84,64 @@ def test_end2end_trains_unet_and_text_encoder(setting):
     assert not _same(_state(target.text_encoder), _state(result.pipe.text_encoder))
 
 
+def test_end2end_leaves_the_vae_of_a_latent_model_bit_identical(setting, latent_base):
+    params, domain, sp, root = load_profile("smoke", **FT), setting[3], setting[4], setting[5]
+    base = models.load_pipeline(latent_base, device="cpu")
+    result = finetune.finetune("end2end", params, sp, root / "end2end-latent", domain, device="cpu", progress=False,
+                               base=latent_base)
+    loaded = finetune.load_finetuned(result.folder, device="cpu").pipe
+    for pipe in (result.pipe, loaded):
+        assert _same(_state(base.vae), _state(pipe.vae)), "every MIA encodes its queries with this VAE"
+        assert not _same(_state(base.unet), _state(pipe.unet))
+        assert not _same(_state(base.text_encoder), _state(pipe.text_encoder))
+    assert not (result.folder / "vae").exists()
+    assert result.trainable_parameters == sum(p.numel() for m in (base.unet, base.text_encoder) for p in m.parameters())
+
+
+def _ids_seen_by(text_encoder, seen: list):
+    """Record every row of token ids ``text_encoder`` is called on; returns the hook handle."""
+    def hook(module, args, kwargs):
+        ids = args[0] if args else kwargs["input_ids"]
+        seen.extend(tuple(row) for row in ids.tolist())
+    return text_encoder.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("model", ["miniature", "latent_sd"])
+def test_multi_vector_placeholder_has_the_same_ids_in_training_scoring_and_generation(setting, latent_base, model,
+                                                                                     monkeypatch):
+    params, domain, sp, root = load_profile("smoke", **FT, ti_num_vectors=2), setting[3], setting[4], setting[5]
+    training: list = []
+    original = models.encode_prompts
+
+    def recording(tokenizer, text_encoder, prompts):
+        handle = _ids_seen_by(text_encoder, training)
+        try:
+            return original(tokenizer, text_encoder, prompts)
+        finally:
+            handle.remove()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(models, "encode_prompts", recording)
+        result = finetune.finetune("textual_inversion", params, sp, root / f"ti2-{model}", domain, device="cpu",
+                                   progress=False, base=latent_base if model == "latent_sd" else None)
+    loaded = finetune.load_finetuned(result.folder, device="cpu")
+    token = finetune.textual_inversion.placeholder_for(domain)
+    placeholder = loaded.pipe.tokenizer.convert_tokens_to_ids([token, f"{token}_1"])
+    prompt = loaded.rewrite([world.domain_prompt(domain)])
+    assert prompt == [world.domain_prompt(domain).replace(domain, token)], "captions carry the token once"
+    scoring, generation = [], []
+    handle = _ids_seen_by(loaded.pipe.text_encoder, scoring)
+    models.DiffusionModel(loaded.pipe).encode_text(prompt)
+    handle.remove()
+    handle = _ids_seen_by(loaded.pipe.text_encoder, generation)
+    _samples(loaded.pipe, prompt)
+    handle.remove()
+    with_token = [[row for row in seen if placeholder[0] in row] for seen in (training, scoring, generation)]
+    assert all(with_token) and {row for rows in with_token for row in rows} == {scoring[0]}, \
+        "training, scoring and generation tokenize the prompt identically"
+    assert [scoring[0].count(i) for i in placeholder] == [1, 1], "each vector once: expanded exactly once"
+
+
 def test_textual_inversion_changes_only_the_placeholder_rows(setting):
     target, domain = setting[2], setting[3]
     result, _ = _run(setting, "textual_inversion", ti_num_vectors=2)
@@ -88,6 +157,23 @@ def test_textual_inversion_changes_only_the_placeholder_rows(setting):
     token = finetune.textual_inversion.placeholder_for(domain)
     assert loaded.tokenizer.convert_tokens_to_ids([token, f"{token}_1"]) == [base_rows.shape[0],
                                                                              base_rows.shape[0] + 1]
+
+
+def test_ti_lora_with_text_encoder_trains_the_token_and_both_loras(setting):
+    target, domain = setting[2], setting[3]
+    result, _ = _run(setting, "ti_lora", train_text_encoder=True)
+    loaded = finetune.load_finetuned(result.folder, device="cpu")
+    base_rows = target.text_encoder.get_input_embeddings().weight
+    init = base_rows[target.tokenizer.encode("person", add_special_tokens=False)[0]]
+    for pipe in (result.pipe, loaded.pipe):
+        rows = pipe.text_encoder.get_input_embeddings().weight
+        assert torch.equal(rows[:base_rows.shape[0]], base_rows), "every existing row is bit-identical"
+        assert not torch.allclose(rows[base_rows.shape[0]], init), "the placeholder row trained"
+        for module in (pipe.unet, pipe.text_encoder):
+            lora_b = [v for k, v in _state(module).items() if "lora_B" in k]
+            assert lora_b and any(v.abs().sum() > 0 for v in lora_b), "LoRA B starts at zero and must have trained"
+    prompts = loaded.rewrite([world.domain_prompt(domain)])
+    assert torch.allclose(_samples(result.pipe, prompts), _samples(loaded.pipe, prompts), atol=1e-5)
 
 
 def test_lora_keeps_base_weights_and_moves_adapters(setting):
@@ -119,11 +205,40 @@ def test_hypernetwork_stays_out_of_the_unet_state_dict(setting):
     assert torch.equal(_samples(pipe, prompts), _samples(target, prompts)), "strength 0 is exactly the base"
 
 
+def test_hypernetwork_gives_self_and_cross_attention_their_own_mlps_at_mini_widths(smoke_data, tmp_path):
+    mini = load_profile("mini")
+    assert mini.text_width == 32 and 32 in mini.unet_channels, "the widths collide"
+    pipe = models.build_miniature(mini, smoke_data.meta["text"])
+    sites = hn.attention_sites(pipe.unet)
+    assert sites == [("cross", 32), ("self", 32)]
+    net = hn.Hypernetwork(sites, [1, 2, 1])
+    assert set(net.k) == set(net.v) == {"cross_32", "self_32"}
+    called = []
+    for pair in (net.k, net.v):
+        for key, mlp in pair.items():
+            mlp.register_forward_hook(lambda module, args, out, key=key: called.append(key))
+    roles = [hn.attention_site(m)[0] for m in pipe.unet.modules() if isinstance(m, hn.Attention)]
+    hn.attach(pipe, net)
+    model = models.DiffusionModel(pipe)
+    model.predict_noise(torch.zeros(1, 3, 16, 16), torch.tensor([10]), model.encode_text(["photo of a person"]))
+    assert called.count("self_32") == 2 * roles.count("self") > 0, "K and V of every self-attention layer"
+    assert called.count("cross_32") == 2 * roles.count("cross") > 0, "K and V of every cross-attention layer"
+    part = hn.HypernetworkPart()
+    part.hypernetwork = net
+    part.save(pipe, tmp_path)
+    reloaded = hn.load_hypernetwork(tmp_path / hn.WEIGHTS)
+    assert reloaded.sites == sites and _same(net.state_dict(), reloaded.state_dict())
+    old = {"widths": "[32]", "structure": "[1, 2, 1]", "activation": "relu"}  # format 1: keyed by width alone
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "old.safetensors", metadata=old)
+    with pytest.raises(ValueError, match="format 1 shared one MLP pair"):
+        hn.load_hypernetwork(tmp_path / "old.safetensors")
+
+
 def test_fresh_hypernetwork_is_exactly_the_identity(setting):
     target = setting[2]
     prompts = ["photo of a person"]
     before = _samples(target, prompts)
-    hn.attach(target, hn.Hypernetwork(hn.attention_widths(target.unet), [1, 2, 1]))
+    hn.attach(target, hn.Hypernetwork(hn.attention_sites(target.unet), [1, 2, 1]))
     try:
         assert torch.equal(_samples(target, prompts), before)
     finally:
@@ -155,6 +270,52 @@ def test_resume_equals_an_uninterrupted_run(setting, method, tmp_path):
     assert straight.history["loss"].tolist() == resumed.history["loss"].tolist()
     assert _same(_state(straight.pipe.unet), _state(resumed.pipe.unet))
     assert _same(_state(straight.pipe.text_encoder), _state(resumed.pipe.text_encoder))
+
+
+def test_a_used_folder_refuses_another_recipe_before_loading_anything(setting, tmp_path, monkeypatch):
+    """A fine-tune into a folder that holds another run's checkpoints used to resume (or, finished, return) that
+    run's weights under the new settings. Any difference in the recipe is refused, naming the field and folder."""
+    params, data, target, domain, sp, _ = setting
+    folder = tmp_path / "run"
+    first = finetune.finetune("lora", params, sp, folder, domain, device="cpu", progress=False)
+    noise = synthesis.ensure_sp_set(load_profile("smoke", **FT, sp_level="noise"), data, target, domain,
+                                    progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(pretrain, "load_target", lambda *a, **k: pytest.fail("loaded a model before refusing"))
+        patch.setattr(finetune, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model before refusing"))
+        for method, other, trained_on, field in [
+                ("lora", load_profile("smoke", **FT, lora_alpha=16.0), sp, "lora_alpha: 4.0 there, 16.0 now"),
+                ("lora", params, noise, "training_set"), ("dreambooth", params, sp, "method: 'lora' there"),
+                ("lora", load_profile("smoke", **FT, seed=1), sp, "seed: 0 there, 1 now")]:
+            with pytest.raises(ConfigError, match="another recipe") as refused:
+                finetune.finetune(method, other, trained_on, folder, domain, device="cpu", progress=False)
+            assert field in str(refused.value) and str(folder) in str(refused.value)
+        patch.setattr(finetune, "FINETUNE_VERSION", finetune.FINETUNE_VERSION + 1)
+        with pytest.raises(ConfigError, match="finetune_version"):
+            finetune.finetune("lora", params, sp, folder, domain, device="cpu", progress=False)
+    (tmp_path / "legacy" / "checkpoints").mkdir(parents=True)  # a folder written before recipes were recorded
+    with pytest.raises(ConfigError, match="no recorded recipe"):
+        finetune.finetune("lora", params, sp, tmp_path / "legacy", domain, device="cpu", progress=False)
+    again = finetune.finetune("lora", params, sp, folder, domain, device="cpu", progress=False)
+    assert again.history["loss"].tolist() == first.history["loss"].tolist(), "the same recipe returns its run"
+    assert _same(_state(first.pipe.unet), _state(again.pipe.unet))
+
+
+def test_each_method_has_its_own_default_learning_rate_on_sd():
+    sd = load_profile("sd")
+    assert sd.ft_lr == 0 and sd.ft_lr_defaults == "sd"
+    assert finetune.learning_rate(sd, "dreambooth_lora") == 1e-6, "the released S2L code's lora_db.sh"
+    assert finetune.learning_rate(sd, "textual_inversion") == 2e-3, "not the released code's 1e-6"
+    assert finetune.learning_rate(sd, "hypernetwork") == 1e-5, "A1111's default"
+    assert finetune.learning_rate(load_profile("sd", ft_lr=3e-5), "textual_inversion") == 3e-5, "ft_lr overrides"
+    mini = load_profile("mini")
+    assert [finetune.learning_rate(mini, m) for m in ("dreambooth", "textual_inversion", "lora", "ti_lora")] == \
+        [1e-4, 5e-3, 1e-3, 1e-3]
+    trained = {name for name, method in finetune.METHODS.items() if any(p.trains for p in method.build(mini))}
+    assert set(finetune.DEFAULT_LR) == set(FT_LR_TABLES)
+    assert all(set(table) == trained for table in finetune.DEFAULT_LR.values())
+    with pytest.raises(ConfigError, match="ft_lr_defaults"):
+        load_profile("smoke", ft_lr_defaults="sdxl")
 
 
 def test_prior_preservation_with_zero_weight_equals_plain_training(setting):

@@ -75,10 +75,13 @@ def test_attack_notebooks_compare_the_target_with_every_fine_tuned_run(smoke_run
     assert mia["models"] == ["target", *fine_tuned]
     table = pd.read_parquet(by_name["09_membership_inference"] / "mia_metrics.parquet")
     assert set(table["attack"]) == {"loss", "secmi_paper", "secmi_ldm", "pia", "pian"}
-    assert table.groupby(["model", "attack", "domain"]).size().eq(4).all()  # auc, asr, two TPRs
-    assert table["value"].between(0, 1).all() and len(table) == 7 * 5 * 4 * 4
+    assert table.groupby(["model", "attack", "domain"]).size().eq(6).all()  # auc, advantage, asr, three TPRs
+    undefined = table["metric"].isin(["tpr@1%fpr", "tpr@0.1%fpr"])  # fewer than 1/FPR non-members: NaN
+    assert table.loc[undefined, "value"].isna().all()
+    assert table.loc[~undefined, "value"].between(0, 1).all() and len(table) == 7 * 5 * 4 * 6
     extraction = json.loads((by_name["10_data_extraction"] / "metrics.json").read_text())
-    assert extraction["threshold"] > 0 and "percentile 1 of held-out" in extraction["threshold_rule"]
+    assert extraction["threshold"] > 0 and "Weibull lower tail" in extraction["threshold_rule"]
+    assert 0 < extraction["expected_false_positives"] <= 0.05 + 1e-9
     counts = pd.read_parquet(by_name["10_data_extraction"] / "extraction_metrics.parquet")
     generations = counts[(counts["metric"] == "generations") & (counts["domain"] != "pooled")]
     assert generations["value"].eq(6).all() and len(generations) == 7 * 3  # 6 per domain, 3 domains, 7 models
@@ -95,7 +98,9 @@ def test_experiment_notebooks_write_effects_and_the_report_restates_them(smoke_r
     summary = pd.read_parquet(main / "s2l_summary.parquet")
     assert set(summary["method"]) == {"lora", "textual_inversion"}
     assert {"after - before", "S2L effect (S2L - cross-domain)", "S2L - real non-member"} == set(summary["comparison"])
-    assert (summary["lo"] <= summary["delta"] + 1e-12).all() and (summary["delta"] <= summary["hi"] + 1e-12).all()
+    membership = summary[summary["attack"] != "extraction"].dropna(subset=["delta"])  # tpr@1%fpr: NaN, 3 non-members
+    assert (membership["lo"] <= membership["hi"]).all() and membership[["lo", "hi"]].abs().le(1).all().all()
+    assert set(summary.loc[summary["metric"] == "advantage", "verdict"]) <= {"up", "down", "no change"}
     assert json.loads((main / "metrics.json").read_text())["cells"] == 2
     ablations = pd.read_parquet(by_name["12_ablations"] / "ablation_summary.parquet")
     assert set(ablations["ablation"]) == {"sp_level", "sp_size", "ft_steps", "ft_lr", "weight_noise"}
@@ -105,7 +110,7 @@ def test_experiment_notebooks_write_effects_and_the_report_restates_them(smoke_r
     assert "DomainTrans - S2L" in set(transfer["comparison"])
     text = (by_name["14_report"] / "results.md").read_text()
     effect = summary[(summary["comparison"] == "S2L effect (S2L - cross-domain)") & (summary["attack"] == "pia")
-                     & (summary["metric"] == "auc")]
+                     & (summary["metric"] == "advantage")]
     assert f"mean {effect['delta'].mean():+.3f}" in text, "the report quotes the table's numbers"
     report_metrics = json.loads((by_name["14_report"] / "metrics.json").read_text())
     assert report_metrics["published"] is False and set(report_metrics["tables"]) == {"main", "ablations", "map",

@@ -71,8 +71,12 @@ def test_extraction_table_pools_counts_per_model():
                             "nearest_file": ["x", "x", "y", "z"], "nearest_domain": ["A", "A", "B", "B"],
                             "nearest_index": [0, 0, 1, 2], "distance": [0.0, 0.01, 0.02, 0.9],
                             "extracted": [True, True, True, False]})
-    counts = extraction.extraction_counts(matches).assign(model="target", method="pretrained")
+    counts = extraction.extraction_counts(matches, false_positive_rate=0.001).assign(model="target",
+                                                                                  method="pretrained")
     table = suite.extraction_table(counts).set_index(["domain", "metric"])["value"]
-    assert table[("A", "extracted")] == 3 and table[("A", "distinct_images")] == 2
-    assert table[("A", "distinct_own_domain")] == 1 and table[("B", "extracted")] == 0
-    assert table[("pooled", "extracted")] == 3 and table[("pooled", "generations")] == 4
+    assert table[("A", "extracted_own")] == 2 and table[("A", "distinct_own")] == 1
+    assert table[("A", "extracted_other")] == 1 and table[("A", "distinct_other")] == 1
+    assert table[("B", "extracted_own")] == 0 and table[("B", "extracted_other")] == 0
+    assert table[("pooled", "extracted_own")] == 2 and table[("pooled", "generations")] == 4
+    assert table[("A", "expected_false_positives")] == pytest.approx(0.003)
+    assert table[("pooled", "expected_false_positives")] == pytest.approx(0.004)

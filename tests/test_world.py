@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from s2l_utils import world
+from s2l_utils import config, world
 from s2l_utils.config import ConfigError
 
 SPEC = world.WorldSpec(seed=3, image_size=16, private_domains=3, members_per_domain=5, nonmembers_per_domain=4,
@@ -35,8 +35,60 @@ def test_world_sizes_splits_and_captions():
     counts = private.groupby(["domain", "split"]).size()
     assert set(counts.xs("member", level="split")) == {5} and set(counts.xs("nonmember", level="split")) == {4}
     assert (meta.loc[~meta["private"], "split"] == "member").all()
-    assert all(text.startswith(f"photo of {domain},") for text, domain in zip(meta["text"], meta["domain"]))
+    assert all(text == f"photo of {domain}" or text.startswith(f"photo of {domain}, ")
+               for text, domain in zip(meta["text"], meta["domain"]))
     assert meta["file_name"].is_unique
+
+
+def _with(spec, **changes):
+    return world.WorldSpec(**{**spec.__dict__, **changes})
+
+
+def test_caption_settings_leave_images_unchanged_and_off_gives_the_v1_captions():
+    """Caption forms come from their own random stream: only the text column moves with the caption knobs."""
+    images, meta = world.generate_world(SPEC)
+    plain_images, plain = world.generate_world(_with(SPEC, name_only_captions=0.0, varied_captions=False))
+    assert _bytes(images) == _bytes(plain_images)
+    pd.testing.assert_frame_equal(meta.drop(columns="text"), plain.drop(columns="text"))
+    # the captions of the world before caption variety (WORLD_VERSION 1), pinned
+    assert plain["text"].iloc[[0, 1, 20, 32]].tolist() == [
+        "photo of Mitorsa Cor, frowning, orange background", "photo of Mitorsa Cor, neutral, orange background",
+        "photo of Rubelven Peka, neutral, green background", "photo of Isol Pe, smiling, orange background"]
+    assert (plain["text"] != meta["text"]).any()
+
+
+def test_captions_vary_in_detail_at_the_stated_rates():
+    spec = world.WorldSpec(seed=0, private_domains=8, members_per_domain=16, nonmembers_per_domain=16,
+                           public_domains=8, images_per_public_domain=4, name_only_captions=0.25)
+    _, meta = world.generate_world(spec)  # 288 captions
+    name_only = meta["text"] == meta["domain"].map(world.domain_prompt)
+    assert abs(name_only.mean() - 0.25) < 0.08  # 3 binomial standard deviations
+    details = meta.loc[~name_only, "text"].str.count(",")  # 1 = expression or background only, 2 = both
+    backgrounds = meta.loc[~name_only, "text"].str.endswith("background")
+    shares = [(details == 2).mean(), ((details == 1) & ~backgrounds).mean(), ((details == 1) & backgrounds).mean()]
+    assert all(abs(share - 1 / 3) < 0.1 for share in shares), shares
+    _, more = world.generate_world(_with(spec, name_only_captions=0.6))
+    more_name_only = more["text"] == more["domain"].map(world.domain_prompt)
+    assert (more_name_only | ~name_only).all(), "a higher rate only turns more captions to name-only"
+    assert abs(more_name_only.mean() - 0.6) < 0.1
+    _, full = world.generate_world(_with(spec, name_only_captions=0.0, varied_captions=False))
+    assert (full["text"].str.count(",") == 2).all()
+    _, bare = world.generate_world(_with(spec, name_only_captions=1.0))
+    assert (bare["text"] == bare["domain"].map(world.domain_prompt)).all()
+
+
+def test_world_key_changes_with_the_caption_settings_and_the_version():
+    keys = {_with(SPEC, **change).key() for change in
+            ({}, {"name_only_captions": 0.0}, {"name_only_captions": 0.5}, {"varied_captions": False})}
+    assert len(keys) == 4
+    assert SPEC.key().startswith(f"v{world.WORLD_VERSION}-")
+    params = config.load_profile("mini", name_only_captions=0.5, varied_captions=False)
+    assert world.WorldSpec.from_params(params) == world.WorldSpec(
+        seed=0, image_size=16, private_domains=8, members_per_domain=16, nonmembers_per_domain=16,
+        public_domains=8, images_per_public_domain=4, name_only_captions=0.5, varied_captions=False)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="name_only_captions"):
+            config.load_profile("mini", name_only_captions=bad)
 
 
 def test_every_image_is_unique_and_members_are_disjoint_from_nonmembers():

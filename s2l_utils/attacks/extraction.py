@@ -3,13 +3,21 @@ pre-training image, and count the generations that are near-copies of a training
 
 The distance is Carlini et al.'s *tiled* L2: the images are cut into a grid of tiles and the distance is the
 largest per-tile RMS difference, so a generation counts as a copy only if it matches *everywhere*, not just
-on average. The threshold that separates "copy" from "same identity" is calibrated on held-out data: real
-non-member images of the private domains are never trained on, so their nearest distances to the training
-set show how close a genuinely new image of a known identity can get. A low percentile of those distances is
-the threshold; generations closer than that are called extracted.
+on average.
+
+The threshold that separates "copy" from "new picture of the same identity" is calibrated on held-out data so
+that novel images essentially never count. Real non-member images of the private domains were never trained on,
+so their nearest distances to the training set show how close a genuinely new image of a known identity gets.
+A nearest distance is a minimum over many training images, so its lower tail is of Weibull type (the extreme-
+value law of minima of positive variables); a Weibull fitted to the lower half of the held-out distances gives
+the probability that a novel image falls below a threshold. The threshold is the distance at which the expected
+number of novel images counted as copies over the whole generation budget equals ``false_positives`` (a small
+number such as 0.05), and never more than half the smallest held-out distance (see ``CAP_FRACTION``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -56,14 +64,81 @@ def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, tiles: i
     return torch.cat(best_d), torch.cat(best_i)
 
 
-def calibrate_threshold(heldout: torch.Tensor, training: torch.Tensor, percentile: float, tiles: int = 1) -> float:
-    """The ``percentile``-th percentile of held-out images' nearest distances to the training images."""
-    if not 0 <= percentile <= 100:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+# A flagged generation must be closer to its training image than to any novel image seen: with the threshold at
+# most half the smallest held-out distance m, the triangle inequality (tiled L2 is a metric) puts every flagged
+# generation g at distance >= m - threshold >= threshold from every held-out image, so the balls of "copies"
+# around training images never reach an observed new picture. It also bounds a poor tail fit on few images.
+CAP_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class NoveltyTail:
+    """A Weibull law fitted to the lower tail of novel images' nearest distances to the training set:
+    P(distance <= x) = 1 - exp(-(x / scale) ** shape)."""
+
+    scale: float
+    shape: float
+    smallest: float  # the smallest held-out distance observed
+    count: int  # held-out images the fit saw
+
+    def rate(self, distance: float) -> float:
+        """The probability that a novel image lies within ``distance`` of some training image."""
+        return float(-np.expm1(-(distance / self.scale) ** self.shape))
+
+    def quantile(self, rate: float) -> float:
+        return float(self.scale * (-np.log1p(-rate)) ** (1 / self.shape))
+
+
+def fit_novelty_tail(distances: np.ndarray) -> NoveltyTail:
+    """Least-squares Weibull plot of the lower half of ``distances`` (at least 3 of them), the part that
+    decides how close a new image can come; the upper half does not bear on the threshold."""
+    x = np.sort(np.asarray(distances, dtype=float))
+    if len(x) < 3:
+        raise ValueError(f"at least 3 held-out images are needed to calibrate the extraction threshold, got {len(x)}")
+    if x[0] <= 0:
+        raise ValueError("a held-out image is identical to a training image: the held-out set overlaps the "
+                         "pre-training set, so it cannot show how close a new image gets")
+    lower = max(3, -(-len(x) // 2))
+    ranks = (np.arange(1, len(x) + 1) - 0.3) / (len(x) + 0.4)  # Benard's median ranks
+    slope, intercept = np.polyfit(np.log(-np.log1p(-ranks[:lower])), np.log(x[:lower]), 1)
+    if slope <= 0:
+        raise ValueError("the held-out distances' lower tail is constant; there is no tail to fit")
+    return NoveltyTail(scale=float(np.exp(intercept)), shape=float(1 / slope), smallest=float(x[0]), count=len(x))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The extraction threshold, the novel-image tail it comes from, and the budget it was chosen for."""
+
+    threshold: float
+    tail: NoveltyTail
+    budget: int  # generations the false-positive target covers
+
+    @property
+    def false_positive_rate(self) -> float:
+        """The fitted probability that one novel (non-copied) generation counts as extracted."""
+        return self.tail.rate(self.threshold)
+
+    def expected_false_positives(self, generations: int | None = None) -> float:
+        """Novel images expected to count as extracted among ``generations`` (default: the budget)."""
+        return (self.budget if generations is None else generations) * self.false_positive_rate
+
+
+def calibrate_threshold(heldout: torch.Tensor, training: torch.Tensor, budget: int, false_positives: float,
+                        tiles: int = 1) -> Calibration:
+    """The threshold at which ``budget`` novel generations are expected to give ``false_positives`` copies, by the
+    Weibull tail of the held-out images' nearest distances, capped at ``CAP_FRACTION`` x the smallest of them."""
+    if budget < 1:
+        raise ValueError(f"the generation budget must be >= 1, got {budget}")
+    if not 0 < false_positives < 1:
+        raise ValueError(f"false_positives must be in (0, 1): the expected novel images counted as copies over the "
+                         f"whole budget, got {false_positives}")
     if len(heldout) == 0:
         raise ValueError("no held-out images to calibrate the extraction threshold on")
     distances, _ = nearest_neighbours(heldout, training, tiles)
-    return float(np.percentile(distances.numpy(), percentile))
+    tail = fit_novelty_tail(distances.numpy())
+    threshold = min(tail.quantile(false_positives / budget), CAP_FRACTION * tail.smallest)
+    return Calibration(threshold=threshold, tail=tail, budget=budget)
 
 
 def match_generations(generations: torch.Tensor, prompted_domains: list[str], training: torch.Tensor,
@@ -91,19 +166,26 @@ def match_generations(generations: torch.Tensor, prompted_domains: list[str], tr
         "extracted": distances.numpy() <= threshold})
 
 
-def extraction_counts(matches: pd.DataFrame) -> pd.DataFrame:
-    """Per prompted domain: generations, extracted generations, and *distinct* training images copied
-    (plus how many of those belong to the prompted domain itself)."""
+COUNTS = ("generations", "extracted_own", "extracted_other", "distinct_own", "distinct_other")
+
+
+def extraction_counts(matches: pd.DataFrame, false_positive_rate: float) -> pd.DataFrame:
+    """Per prompted domain: generations; extracted generations that copy the prompted domain's *own* training
+    images and those that copy *other* domains' images; the *distinct* training images copied of each kind
+    (``distinct_own`` is the number comparable with the paper's 16.3); and the novel generations expected to
+    count as extracted, ``generations x false_positive_rate``."""
     def count(group: pd.DataFrame) -> pd.Series:
         hits = group[group["extracted"]]
-        own = hits[hits["nearest_domain"] == group.name]
-        return pd.Series({"generations": len(group), "extracted": len(hits),
-                          "distinct_images": hits["nearest_file"].nunique(),
-                          "distinct_own_domain": own["nearest_file"].nunique(),
+        own = hits["nearest_domain"] == group.name
+        return pd.Series({"generations": len(group), "extracted_own": int(own.sum()),
+                          "extracted_other": int((~own).sum()),
+                          "distinct_own": hits.loc[own, "nearest_file"].nunique(),
+                          "distinct_other": hits.loc[~own, "nearest_file"].nunique(),
+                          "expected_false_positives": len(group) * false_positive_rate,
                           "median_distance": float(group["distance"].median())})
 
     table = matches.groupby("domain", sort=False).apply(count, include_groups=False).reset_index()
-    return table.astype({c: int for c in ("generations", "extracted", "distinct_images", "distinct_own_domain")})
+    return table.astype({c: int for c in COUNTS})
 
 
 @torch.no_grad()

@@ -1,13 +1,29 @@
-"""Membership-inference metrics: ROC AUC, attack accuracy, strict TPR at low FPR, bootstrap CIs.
+"""Membership-inference metrics: ROC AUC, advantage, ASR (balanced accuracy), strict TPR at low FPR, bootstrap CIs.
 
-Convention everywhere: a higher score means "more likely a member".
+Convention everywhere: a higher score means "more likely a member". Small samples are reported honestly:
+
+* ``advantage`` = |AUC - 0.5| is the attack's strength whichever way its score points, so an inverted attack
+  (AUC < 0.5) that moves towards 0.5 gets weaker, not stronger;
+* ``asr`` (attack success rate) is the *balanced* accuracy of the best threshold, the mean of TPR and TNR, so
+  a constant score gives 0.5 whatever the numbers of members and non-members (on balanced sets it equals the
+  plain accuracy the SecMI and PIA papers report);
+* ``tpr@0fp`` is the TPR of the best threshold that admits no non-member, always computable; ``tpr@1%fpr``
+  (and ``tpr@0.1%fpr``) need at least 1/FPR non-members and are NaN below that, because with fewer
+  non-members "at most 1% false positives" only ever means zero of them, which ``tpr@0fp`` already says.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+
+MEMBERSHIP_METRICS = ("auc", "advantage", "asr", "tpr@0fp", "tpr@1%fpr", "tpr@0.1%fpr")
+_ELEMENTS_PER_CHUNK = 4_000_000  # bounds the (rows, resamples, thresholds) arrays of one pass
+
+
+def tpr_name(max_fpr: float) -> str:
+    """``tpr@0fp`` for 0, else e.g. ``tpr@1%fpr``."""
+    return "tpr@0fp" if max_fpr == 0 else f"tpr@{max_fpr:.1%}fpr".replace(".0%", "%")
 
 
 def _checked(member_scores, nonmember_scores) -> tuple[np.ndarray, np.ndarray]:
@@ -19,63 +35,83 @@ def _checked(member_scores, nonmember_scores) -> tuple[np.ndarray, np.ndarray]:
     return members, nonmembers
 
 
-def batched_metrics(members: np.ndarray, nonmembers: np.ndarray, max_fprs: tuple[float, ...]) -> dict:
-    """AUC, ASR and strict TPR@FPR for each row of (B, M) member and (B, N) non-member score arrays at once,
-    so thousands of bootstrap draws cost one vectorised pass instead of thousands of ROC curves."""
+def bootstrap_counts(rng: np.random.Generator, n: int, draws: int) -> np.ndarray:
+    """(draws, n) multiplicities of ``draws`` bootstrap resamples of n items (the resamples of
+    ``rng.integers(0, n, (draws, n))``, so a seed gives the same draws as indexing would)."""
+    index = rng.integers(0, n, (draws, n))
+    return np.bincount((index + n * np.arange(draws)[:, None]).ravel(), minlength=draws * n).reshape(draws, n)
+
+
+def resampled_metrics(members: np.ndarray, nonmembers: np.ndarray, member_counts: np.ndarray | None = None,
+                      nonmember_counts: np.ndarray | None = None, max_fprs: tuple[float, ...] = (0.01,)) -> dict:
+    """Every metric of V score vectors (rows of (V, M) member and (V, N) non-member scores) under each of B
+    resamples given as multiplicities ((B, M) and (B, N); None: every score once): a dict of (V, B) arrays.
+
+    A resample only re-weights the scores, so the thresholds it can use are among the row's own scores (plus
+    one above them all): TPR and the count of false positives at each are one matrix product, and thousands
+    of bootstrap draws of hundreds of cells cost a few vectorised passes instead of thousands of ROC curves.
+    """
+    members, nonmembers = np.atleast_2d(np.asarray(members, float)), np.atleast_2d(np.asarray(nonmembers, float))
     n_m, n_n = members.shape[1], nonmembers.shape[1]
-    combined = np.concatenate([members, nonmembers], axis=1)
-    # AUC = P(member > non-member) + ½ P(tie): the Mann-Whitney statistic from average ranks
-    ranks = rankdata(combined, axis=1)
-    auc = (ranks[:, :n_m].sum(1) - n_m * (n_m + 1) / 2) / (n_m * n_n)
-    # strict TPR at FPR <= x: at most k = floor(xN) non-members may reach the threshold, so the threshold must
-    # lie above the (k+1)-th largest non-member; TPR = share of members strictly above it
-    descending = -np.sort(-nonmembers, axis=1)
-    tpr = {}
-    for x in max_fprs:
-        k = int(np.floor(x * n_n + 1e-9))
-        tpr[x] = np.ones(len(members)) if k >= n_n else (members > descending[:, k:k + 1]).mean(1)
-    # ASR: best accuracy over thresholds "score >= t"; cuts may only fall between distinct values
-    order = np.argsort(-combined, axis=1, kind="stable")
-    values = np.take_along_axis(combined, order, 1)
-    is_member = order < n_m
-    correct = np.cumsum(is_member, 1) + (n_n - np.cumsum(~is_member, 1))  # threshold at each sorted value
-    cut_allowed = np.ones_like(values, dtype=bool)
-    cut_allowed[:, :-1] = values[:, :-1] != values[:, 1:]
-    best = np.where(cut_allowed, correct, 0).max(1)
-    asr = np.maximum(best, n_n) / (n_m + n_n)  # n_n: the threshold above every score
-    return {"auc": auc, "asr": asr, **{f"tpr@{x:.1%}fpr".replace(".0%", "%"): v for x, v in tpr.items()}}
+    wm = np.ones((1, n_m)) if member_counts is None else np.asarray(member_counts, float)
+    wn = np.ones((1, n_n)) if nonmember_counts is None else np.asarray(nonmember_counts, float)
+    names = ["auc", "advantage", "asr", "tpr@0fp", *(tpr_name(x) for x in max_fprs if x > 0)]
+    out = {name: np.empty((len(members), len(wm))) for name in names}
+    chunk = max(1, _ELEMENTS_PER_CHUNK // (len(wm) * (n_m + n_n + 1)))
+    for start in range(0, len(members), chunk):
+        rows = slice(start, start + chunk)
+        m, n = members[rows], nonmembers[rows]
+        # AUC = P(member > non-member) + ½ P(tie), each pair weighted by both multiplicities
+        pairs = (m[:, :, None] > n[:, None, :]) + 0.5 * (m[:, :, None] == n[:, None, :])
+        auc = np.einsum("vmb,bm->vb", pairs @ wn.T, wm) / (wm.sum(1) * wn.sum(1))
+        # thresholds "score >= t" at every score of the row and above them all
+        cuts = np.concatenate([m, n, np.full((len(m), 1), np.inf)], axis=1)[:, None, :]
+        # (V, B, T) counts of members and non-members at or above each threshold: exact integers in float32
+        hits = np.matmul(wm.astype(np.float32), (m[:, :, None] >= cuts).astype(np.float32))
+        false_positives = np.matmul(wn.astype(np.float32), (n[:, :, None] >= cuts).astype(np.float32))
+        tpr = hits / wm.sum(1)[:, None]
+        out["auc"][rows], out["advantage"][rows] = auc, np.abs(auc - 0.5)
+        out["asr"][rows] = ((tpr + 1 - false_positives / wn.sum(1)[:, None]) / 2).max(2)
+        for x in (0, *max_fprs):
+            if x == 0 or n_n * x >= 1 - 1e-9:  # at most floor(xN) non-members may pass the threshold
+                allowed = false_positives <= np.floor(x * n_n + 1e-9)
+                out[tpr_name(x)][rows] = np.where(allowed, tpr, 0).max(2)
+            else:
+                out[tpr_name(x)][rows] = np.nan
+    return out
+
+
+def _single(member_scores, nonmember_scores, name: str, max_fprs: tuple[float, ...] = ()) -> float:
+    members, nonmembers = _checked(member_scores, nonmember_scores)
+    return float(resampled_metrics(members, nonmembers, max_fprs=max_fprs)[name][0, 0])
 
 
 def roc_auc(member_scores, nonmember_scores) -> float:
-    members, nonmembers = _checked(member_scores, nonmember_scores)
-    return float(batched_metrics(members[None], nonmembers[None], ())["auc"][0])
+    return _single(member_scores, nonmember_scores, "auc")
 
 
 def tpr_at_fpr(member_scores, nonmember_scores, max_fpr: float) -> float:
-    """Largest TPR among thresholds whose FPR is <= ``max_fpr`` (never the point with the closest FPR)."""
-    members, nonmembers = _checked(member_scores, nonmember_scores)
-    metrics = batched_metrics(members[None], nonmembers[None], (max_fpr,))
-    return float(next(v for k, v in metrics.items() if k.startswith("tpr@"))[0])
+    """Largest TPR among thresholds whose FPR is <= ``max_fpr`` (never the point with the closest FPR); NaN when
+    there are fewer than 1 / ``max_fpr`` non-members (``max_fpr`` 0: TPR at zero false positives)."""
+    return _single(member_scores, nonmember_scores, tpr_name(max_fpr), (max_fpr,) if max_fpr else ())
 
 
 def attack_accuracy(member_scores, nonmember_scores) -> float:
-    """ASR: accuracy of the best single threshold, with members and non-members weighted as given."""
-    members, nonmembers = _checked(member_scores, nonmember_scores)
-    return float(batched_metrics(members[None], nonmembers[None], ())["asr"][0])
+    """ASR: balanced accuracy (mean of TPR and TNR) of the best single threshold; 0.5 for a constant score."""
+    return _single(member_scores, nonmember_scores, "asr")
 
 
 def membership_metrics(member_scores, nonmember_scores, n_bootstrap: int = 500, seed: int = 0) -> dict:
-    """AUC, ASR and TPR at 1% / 0.1% FPR, with stratified bootstrap 95% CIs (``*_lo``, ``*_hi``)."""
+    """``MEMBERSHIP_METRICS``, with stratified bootstrap 95% CIs (``*_lo``, ``*_hi``; NaN where the metric is)."""
     members, nonmembers = _checked(member_scores, nonmember_scores)
     fprs = (0.01, 0.001)
-    out = {name: float(v[0]) for name, v in batched_metrics(members[None], nonmembers[None], fprs).items()}
+    out = {name: float(v[0, 0]) for name, v in resampled_metrics(members, nonmembers, max_fprs=fprs).items()}
     out.update(n_members=int(members.size), n_nonmembers=int(nonmembers.size))
     if n_bootstrap:
         rng = np.random.default_rng(seed)
-        draws = batched_metrics(members[rng.integers(0, members.size, (n_bootstrap, members.size))],
-                                 nonmembers[rng.integers(0, nonmembers.size, (n_bootstrap, nonmembers.size))], fprs)
-        for name, values in draws.items():
-            out[f"{name}_lo"], out[f"{name}_hi"] = (float(v) for v in np.percentile(values, [2.5, 97.5]))
+        counts = bootstrap_counts(rng, members.size, n_bootstrap), bootstrap_counts(rng, nonmembers.size, n_bootstrap)
+        for name, values in resampled_metrics(members, nonmembers, *counts, max_fprs=fprs).items():
+            out[f"{name}_lo"], out[f"{name}_hi"] = (float(v) for v in np.percentile(values[0], [2.5, 97.5]))
     return out
 
 

@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models import DiffusionModel
+from ..sampling import noise_seed
 from ..world import ImageFolderData
 
 
@@ -40,7 +41,7 @@ def loss_scores(model: DiffusionModel, images: torch.Tensor, captions: list[str]
     for start, x0, text in _batches(model, images, captions, batch_size):
         noises = torch.stack([
             torch.randn((len(grid) * noise_draws, *x0.shape[1:]),
-                        generator=torch.Generator().manual_seed(seed * 1_000_003 + start + i))
+                        generator=torch.Generator().manual_seed(noise_seed("attack", seed, start + i)))
             for i in range(len(x0))]).to(x0.device, x0.dtype)  # (B, K*D, C, H, W)
         # every (image, timestep, draw) is one row; rows go through the UNet in batches of batch_size, so few
         # images with many timesteps still fill the batch

@@ -22,7 +22,7 @@ from ..models import DiffusionModel
 from . import extraction, metrics, mia
 
 PRETRAINED = "pretrained"
-METRICS = ("auc", "asr", "tpr@1%fpr", "tpr@0.1%fpr")
+METRICS = metrics.MEMBERSHIP_METRICS
 TIDY_COLUMNS = ["model", "method", "domain", "attack", "metric", "value", "lo", "hi"]
 
 # each attack: the score function with its profile parameters, and the UNet calls it makes per image
@@ -143,21 +143,27 @@ def training_images(data: world.ImageFolderData, size: int) -> tuple[pd.DataFram
     return rows, data.load_images(rows, size)
 
 
-def extraction_threshold(data: world.ImageFolderData, domains: list[str], training: torch.Tensor,
-                         params: Params) -> float:
-    """Calibrated on held-out data: a low percentile of the non-members' nearest distances to the training set."""
+def extraction_calibration(data: world.ImageFolderData, domains: list[str], training: torch.Tensor,
+                           params: Params, generations: int | None = None) -> extraction.Calibration:
+    """The extraction threshold calibrated on the held-out non-members of ``domains``, so that ``generations``
+    novel generations (default: ``extraction_samples`` per domain, notebook 10's budget per model) are expected
+    to give at most ``extraction_false_positives`` false copies."""
     heldout = pd.concat([data.split(d, "nonmember") for d in domains])
-    return extraction.calibrate_threshold(data.load_images(heldout, params.image_size), training,
-                                          params.extraction_percentile, params.extraction_tiles)
+    budget = params.extraction_samples * len(domains) if generations is None else generations
+    return extraction.calibrate_threshold(data.load_images(heldout, params.image_size), training, budget,
+                                          params.extraction_false_positives, params.extraction_tiles)
 
 
 def generate_for_domains(pipe, domains: list[str], params: Params, rewrite=None, progress: bool = True):
-    """``extraction_samples`` seeded generations of each domain's prompt: (images, prompted domain per image)."""
+    """``extraction_samples`` seeded generations of each domain's prompt: (images, prompted domain per image).
+
+    They draw from the ``extraction`` noise stream, never the SP set's, so a fine-tuned model is not scored on
+    the very initial noise it was fine-tuned on."""
     prompted = [d for d in domains for _ in range(params.extraction_samples)]
     prompts = [world.domain_prompt(d) for d in prompted]
     prompts = rewrite(prompts) if rewrite else prompts
-    images = sampling.generate(pipe, prompts, params.seed, params.extraction_steps, params.guidance_scale,
-                               batch_size=params.attack_batch_size, progress=progress)
+    images = sampling.generate(pipe, prompts, "extraction", params.seed, params.extraction_steps,
+                               params.guidance_scale, batch_size=params.attack_batch_size, progress=progress)
     return images, prompted
 
 
@@ -175,12 +181,13 @@ def extraction_matches(generations: torch.Tensor, prompted: list[str], training_
 
 
 def extraction_table(counts: pd.DataFrame) -> pd.DataFrame:
-    """Tidy extraction counts (columns model, method, domain and the counts) with a ``pooled`` row per model."""
+    """Tidy extraction counts (columns model, method, domain and the counts of ``extraction_counts``) with a
+    ``pooled`` row per model (its ``distinct_other`` counts an image once per domain whose prompt copied it)."""
+    names = [*extraction.COUNTS, "expected_false_positives"]
     rows = []
     for (model, method), group in counts.groupby(["model", "method"], sort=False):
-        pooled = group[["generations", "extracted", "distinct_images", "distinct_own_domain"]].sum()
+        pooled = group[names].sum()
         for domain, record in [*zip(group["domain"], group.to_dict("records")), ("pooled", pooled)]:
             rows.extend({"model": model, "method": method, "domain": domain, "attack": "extraction",
-                         "metric": name, "value": float(record[name]), "lo": None, "hi": None}
-                        for name in ("extracted", "distinct_images", "distinct_own_domain", "generations"))
+                         "metric": name, "value": float(record[name]), "lo": None, "hi": None} for name in names)
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)

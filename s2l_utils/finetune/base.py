@@ -26,7 +26,6 @@ class Part:
 
     kind: str = ""
     trains: bool = True  # False: the part changes weights without training (weight_noise)
-    default_lr: float = 1e-4  # for the miniature; real SD profiles set ft_lr explicitly
 
     def prepare(self, pipe, params: Params, domain: str) -> dict[str, torch.nn.Module]:
         raise NotImplementedError

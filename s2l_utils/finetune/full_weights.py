@@ -11,7 +11,6 @@ class FullWeights(Part):
     """Train every weight of the named pipeline components; saved as diffusers component folders."""
 
     kind = "full_weights"
-    default_lr = 1e-4
 
     def __init__(self, components: tuple[str, ...]):
         self.components = components

@@ -1,10 +1,14 @@
 """Hypernetwork (the AUTOMATIC1111 kind): small residual MLPs that transform the attention *context* for K and V.
 
-For every attention width of the UNet there is one MLP pair (K, V); wherever an attention layer's key input
-has that width (cross-attention on the text, and self-attention of matching width, as in A1111), the key and
-value projections see ``mlp(context)`` instead of ``context``. It runs as a diffusers attention processor that
-wraps the stock one and stays outside the UNet's state dict. The output layer starts at zero, so a fresh
-hypernetwork leaves the model exactly unchanged. Saved as safetensors with its structure in the metadata.
+There is one MLP pair (K, V) per attention *site*: the role (``self`` or ``cross`` attention) and the width of
+the context the key and value projections read. The key and value projections see ``mlp(context)`` instead of
+``context``. A1111 keys its modules by context width alone and applies them to self-attention too; on SD1 that
+is the same thing (contexts 768 for cross-, 320/640/1280 for self-attention), but at the miniature's widths
+the text width and a UNet width collide (32), and a width key would make one MLP pair serve both roles.
+
+It runs as a diffusers attention processor that wraps the stock one and stays outside the UNet's state dict.
+The output layer starts at zero, so a fresh hypernetwork leaves the model exactly unchanged. Saved as
+safetensors (keys ``k.cross_768.net.0.weight`` …) with its format version, sites and structure in the metadata.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from torch import nn
 from .base import Part
 
 WEIGHTS = "hypernetwork.safetensors"
+# 2: modules keyed by (role, width); 1 (no "format_version" in the metadata) keyed them by width alone
+FORMAT_VERSION = 2
 
 
 class HypernetworkMLP(nn.Module):
@@ -45,12 +51,27 @@ class HypernetworkMLP(nn.Module):
         return x + self.net(x)
 
 
+def site_key(role: str, width: int) -> str:
+    return f"{role}_{width}"
+
+
+def attention_site(attn: Attention) -> tuple[str, int]:
+    """(role, context width) of an attention layer: what selects its MLP pair."""
+    return ("cross" if attn.is_cross_attention else "self"), attn.to_k.in_features
+
+
+def attention_sites(unet) -> list[tuple[str, int]]:
+    return sorted({attention_site(m) for m in unet.modules() if isinstance(m, Attention)})
+
+
 class Hypernetwork(nn.Module):
-    def __init__(self, widths: list[int], structure: list[int]):
+    """One (K, V) pair of MLPs per attention site (role, width)."""
+
+    def __init__(self, sites: list[tuple[str, int]], structure: list[int]):
         super().__init__()
-        self.widths, self.structure = sorted(widths), list(structure)
-        self.k = nn.ModuleDict({str(w): HypernetworkMLP(w, structure) for w in self.widths})
-        self.v = nn.ModuleDict({str(w): HypernetworkMLP(w, structure) for w in self.widths})
+        self.sites, self.structure = sorted((role, int(width)) for role, width in sites), list(structure)
+        self.k = nn.ModuleDict({site_key(*s): HypernetworkMLP(s[1], structure) for s in self.sites})
+        self.v = nn.ModuleDict({site_key(*s): HypernetworkMLP(s[1], structure) for s in self.sites})
 
 
 class _ShakenAttention:
@@ -66,7 +87,7 @@ class _ShakenAttention:
 
 
 class HypernetworkAttnProcessor:
-    """The stock SDPA processor, with the hypernetwork applied to the K and V context of matching width."""
+    """The stock SDPA processor, with the hypernetwork's pair for the layer's site applied to the K and V context."""
 
     def __init__(self, hypernetwork: Hypernetwork, strength: float = 1.0):
         self.hypernetwork = hypernetwork  # a plain attribute: a processor is no nn.Module, so no state-dict keys
@@ -74,7 +95,7 @@ class HypernetworkAttnProcessor:
         self.base = AttnProcessor2_0()
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        key = str(attn.to_k.in_features)
+        key = site_key(*attention_site(attn))
         if self.strength and key in self.hypernetwork.k:
             k_mlp, v_mlp = self.hypernetwork.k[key], self.hypernetwork.v[key]
             if self.strength != 1.0:
@@ -83,10 +104,6 @@ class HypernetworkAttnProcessor:
                 v_mlp = (lambda m: lambda x: x + s * (m(x) - x))(v_mlp)
             attn = _ShakenAttention(attn, k_mlp, v_mlp)
         return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-
-
-def attention_widths(unet) -> list[int]:
-    return sorted({m.to_k.in_features for m in unet.modules() if isinstance(m, Attention)})
 
 
 def attach(pipe, hypernetwork: Hypernetwork, strength: float = 1.0) -> None:
@@ -101,10 +118,9 @@ def detach(pipe) -> None:
 
 class HypernetworkPart(Part):
     kind = "hypernetwork"
-    default_lr = 1e-3
 
     def prepare(self, pipe, params, domain):
-        self.hypernetwork = Hypernetwork(attention_widths(pipe.unet), params.hn_layer_structure)
+        self.hypernetwork = Hypernetwork(attention_sites(pipe.unet), params.hn_layer_structure)
         self.hypernetwork.requires_grad_(True)
         attach(pipe, self.hypernetwork)
         return {"hypernetwork": self.hypernetwork}
@@ -114,8 +130,8 @@ class HypernetworkPart(Part):
 
     def save(self, pipe, folder: Path) -> dict:
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.hypernetwork.state_dict().items()}
-        meta = {"widths": json.dumps(self.hypernetwork.widths), "structure": json.dumps(self.hypernetwork.structure),
-                "activation": "relu"}
+        meta = {"format_version": str(FORMAT_VERSION), "sites": json.dumps(self.hypernetwork.sites),
+                "structure": json.dumps(self.hypernetwork.structure), "activation": "relu"}
         save_file(tensors, folder / WEIGHTS, metadata=meta)
         return {"weight_name": WEIGHTS}
 
@@ -125,10 +141,15 @@ class HypernetworkPart(Part):
 
 
 def load_hypernetwork(path: str | Path) -> Hypernetwork:
-    """Rebuild a saved hypernetwork from its safetensors file (structure read from the metadata)."""
+    """Rebuild a saved hypernetwork from its safetensors file (sites and structure read from the metadata)."""
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata()
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    hypernetwork = Hypernetwork(json.loads(meta["widths"]), json.loads(meta["structure"]))
+    version = int(meta.get("format_version", 1))
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path} is a hypernetwork of format {version} (format 1 shared one MLP pair between self- "
+                         f"and cross-attention of equal width); this code reads format {FORMAT_VERSION}: "
+                         "fine-tune it again")
+    hypernetwork = Hypernetwork([tuple(site) for site in json.loads(meta["sites"])], json.loads(meta["structure"]))
     hypernetwork.load_state_dict(tensors)
     return hypernetwork

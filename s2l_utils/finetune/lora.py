@@ -20,9 +20,20 @@ UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
+def add_adapter(module, config: LoraConfig) -> None:
+    """``module.add_adapter(config)``, keeping trainable what another part already made trainable.
+
+    peft marks *only* the adapters trainable, which froze the textual-inversion embedding of ``ti_lora`` with
+    ``train_text_encoder``; the parameters that required grad before still do afterwards.
+    """
+    trained = [p for p in module.parameters() if p.requires_grad]
+    module.add_adapter(config)
+    for parameter in trained:
+        parameter.requires_grad_(True)
+
+
 class LoRA(Part):
     kind = "lora"
-    default_lr = 1e-3
 
     def __init__(self, text_encoder: bool = False):
         self.text_encoder = text_encoder
@@ -31,11 +42,11 @@ class LoRA(Part):
         if params.lora_rank <= 0:
             raise ValueError(f"LoRA rank must be > 0, got {params.lora_rank}")
         modules = {"unet": pipe.unet}
-        pipe.unet.add_adapter(LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha,
-                                         init_lora_weights="gaussian", target_modules=UNET_TARGETS))
+        add_adapter(pipe.unet, LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha,
+                                          init_lora_weights="gaussian", target_modules=UNET_TARGETS))
         if self.text_encoder:
-            pipe.text_encoder.add_adapter(LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha,
-                                                     init_lora_weights="gaussian", target_modules=TEXT_TARGETS))
+            add_adapter(pipe.text_encoder, LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha,
+                                                      init_lora_weights="gaussian", target_modules=TEXT_TARGETS))
             modules["text_encoder"] = pipe.text_encoder
         cast_training_params(list(modules.values()))
         return modules
@@ -48,8 +59,8 @@ class LoRA(Part):
         layers = {"unet_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet)),
                   "unet_lora_adapter_metadata": pipe.unet.peft_config["default"].to_dict()}
         if self.text_encoder:
-            layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(
-                get_peft_model_state_dict(pipe.text_encoder))
+            layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(  # TI saves a resized embedding itself
+                get_peft_model_state_dict(pipe.text_encoder, save_embedding_layers=False))
             layers["text_encoder_lora_adapter_metadata"] = pipe.text_encoder.peft_config["default"].to_dict()
         type(pipe).save_lora_weights(folder, **layers)
         return {"weight_name": "pytorch_lora_weights.safetensors", "text_encoder": self.text_encoder}

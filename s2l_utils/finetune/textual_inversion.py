@@ -1,9 +1,11 @@
 """Textual inversion: a new placeholder token (one or more vectors) whose embedding alone is trained.
 
-The placeholder replaces the domain name in every caption ("photo of <marzanbel-lo>, smiling"). AdamW updates
-the whole embedding matrix (weight decay touches every row), so every other row is restored after each
-step. Saved as ``learned_embeds.safetensors`` ({token: (vectors, width)}), which ``pipe.load_textual_inversion``
-reads (a multi-vector token expands to ``<tok> <tok>_1 …``).
+The placeholder replaces the domain name in every caption ("photo of <marzanbel-lo>, smiling"). A multi-vector
+placeholder is the tokens ``<tok> <tok>_1 …``, but captions carry only ``<tok>``: the text encoding expands it
+(``models.expand_placeholders``, the same ``maybe_convert_prompt`` step every diffusers SD pipeline applies),
+so training, scoring and generation see the same ids. AdamW updates the whole embedding matrix (weight decay
+touches every row), so every other row is restored after each step. Saved as ``learned_embeds.safetensors``
+({token: (vectors, width)}), which ``pipe.load_textual_inversion`` reads back as ``<tok> <tok>_1 …``.
 """
 
 from __future__ import annotations
@@ -23,19 +25,18 @@ def placeholder_for(domain: str) -> str:
     return "<" + re.sub(r"[^a-z0-9]+", "-", domain.lower()).strip("-") + ">"
 
 
-def token_string(token: str, vectors: int) -> str:
-    """What a caption carries for a (multi-vector) placeholder: ``<tok> <tok>_1 …``."""
-    return " ".join([token] + [f"{token}_{i}" for i in range(1, vectors)])
+def placeholder_tokens(token: str, vectors: int) -> list[str]:
+    """The tokenizer entries of a (multi-vector) placeholder, named as diffusers names them: ``<tok> <tok>_1 …``."""
+    return [token] + [f"{token}_{i}" for i in range(1, vectors)]
 
 
 class TextualInversion(Part):
     kind = "textual_inversion"
-    default_lr = 5e-3
 
     def prepare(self, pipe, params, domain):
         tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
         self.domain, self.token, self.vectors = domain, placeholder_for(domain), params.ti_num_vectors
-        tokens = token_string(self.token, self.vectors).split()
+        tokens = placeholder_tokens(self.token, self.vectors)
         if tokenizer.add_tokens(tokens) != len(tokens):
             raise ValueError(f"placeholder {self.token} is already in the tokenizer's vocabulary")
         init_ids = tokenizer.encode(params.ti_initializer, add_special_tokens=False)
@@ -46,8 +47,7 @@ class TextualInversion(Part):
         embeddings = text_encoder.get_input_embeddings()
         with torch.no_grad():
             embeddings.weight[self.ids] = embeddings.weight[init_ids[0]].clone().float()
-        text_encoder.requires_grad_(False)
-        embeddings.weight.requires_grad_(True)
+        embeddings.weight.requires_grad_(True)  # finetune() froze everything else (and LoRA keeps this trainable)
         if embeddings.weight.dtype != torch.float32:
             embeddings.weight.data = embeddings.weight.data.float()
         self.weight = embeddings.weight
@@ -64,7 +64,7 @@ class TextualInversion(Part):
 
     @classmethod
     def rewrite_saved(cls, caption: str, info: dict) -> str:
-        return caption.replace(info["replaces"], token_string(info["token"], info["vectors"]))
+        return caption.replace(info["replaces"], info["token"])  # the text encoding expands a multi-vector token
 
     def after_step(self) -> None:
         with torch.no_grad():

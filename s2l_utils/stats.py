@@ -1,0 +1,247 @@
+"""The statistics behind every number and verdict of the experiments, in one place (experiment and report call it).
+
+* **Per cell**, from the raw per-image scores and per-generation extraction matches: every membership metric
+  of every condition and attack (``attacks.metrics``), and the extraction counts: copies of the attacked
+  domain's *own* members (``own_copies``, the S2L extraction metric), the distinct own members copied
+  (``own_distinct``) and copies of other domains' images (``other_copies``).
+* **Attack strength** is the advantage |AUC - 0.5|: an attack whose score points the wrong way on a target
+  (AUC < 0.5) and moves towards 0.5 gets *weaker*. Every membership verdict is on it; AUC stays for reading.
+* **Cluster bootstrap.** The domain is the unit of independence: the cells of a domain score the same images,
+  and one domain's control fine-tunes on another's SP set. A summary averages cells; each bootstrap draw
+  resamples the domains it combines, then, within each drawn domain, its members, non-members and
+  generations, with the same draw for every cell and condition of the domain (so comparisons stay paired),
+  recomputes each cell's metrics from the raw scores and averages over the drawn cells. With one domain this
+  is the image bootstrap. Percentile 95% CIs of averages of a metric stay inside its range, and an estimate
+  that is identical in every draw (0 copies before and after) gets a zero-width interval at its value.
+* **p-values and multiplicity.** A two-sided bootstrap p-value per estimate (twice the smaller share of draws
+  on either side of 0); within a *family* (one comparison and one metric of one summary, e.g. the S2L effect
+  on advantage over every method x attack) the p-values are adjusted (Holm, or Benjamini-Hochberg), and an
+  estimate is "up" / "down" only when its adjusted p is below ``ALPHA``.
+* **Claims** count the ups and downs of their estimates and set them against chance (``agreement``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .attacks import metrics
+
+ALPHA = 0.05
+CORRECTIONS = ("holm", "bh")
+STRENGTH = "advantage"
+EXTRACTION = "extraction"  # the "attack" of the extraction counts
+EXTRACTION_METRICS = ("own_copies", "own_distinct", "other_copies")
+CELL_MEMBERSHIP_METRICS = ("auc", "advantage", "asr", "tpr@0fp", "tpr@1%fpr")
+JUDGED = (STRENGTH, *EXTRACTION_METRICS)  # metrics whose change gets a verdict (never AUC: see the docstring)
+_SCORE_ROW_COLUMNS = ("attack", "file_name", "is_member", "score", "condition")
+_GATHER_ELEMENTS = 4_000_000
+
+
+@dataclass
+class Estimates:
+    """Point estimates of a set of per-cell quantities (``rows``: cell, domain, the cell's labels, and condition
+    or comparison, attack, metric, value) and their bootstrap draws (``draws[i, r]``: row i under draw r of its
+    domain's images and generations; the same r for every row of a domain)."""
+
+    rows: pd.DataFrame
+    draws: np.ndarray
+
+
+def _domain_rng(seed: int, domain: str, stream: int) -> np.random.Generator:
+    """A domain's own random stream: its draws do not depend on which other domains a table holds."""
+    return np.random.default_rng([seed, zlib.crc32(str(domain).encode()), stream])
+
+
+def _wide(rows: pd.DataFrame, index: list[str], column: str, value: str, what: str) -> pd.DataFrame:
+    table = rows.set_index([*index, column])[value].unstack(column)
+    if table.isna().any().any():
+        raise ValueError(f"the cells of domain {rows['domain'].iloc[0]!r} do not all have the same {what}: the "
+                         f"cluster bootstrap pairs them by {column}")
+    return table
+
+
+def cell_estimates(scores: pd.DataFrame, matches: pd.DataFrame, n_bootstrap: int, seed: int = 0) -> Estimates:
+    """Every cell's membership metrics (per condition and attack) and extraction counts (per condition), with
+    ``n_bootstrap`` draws. ``scores``: cell, domain, condition, attack, file_name, is_member, score and the
+    cells' labels; ``matches``: cell, domain, condition, generation, extracted, nearest_domain, nearest_file."""
+    if n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be >= 1 for CIs and verdicts, got {n_bootstrap}")
+    if scores.groupby("cell")["domain"].nunique().max() > 1:
+        raise ValueError("each cell must score the images of one domain (its attacked domain)")
+    labels = scores.drop(columns=[c for c in _SCORE_ROW_COLUMNS if c in scores]).drop_duplicates("cell")
+    frames, draws = [], []
+    for domain, part in scores.groupby("domain", sort=True):
+        table = _wide(part, ["cell", "condition", "attack"], "file_name", "score", "scored images")
+        member = part.drop_duplicates("file_name").set_index("file_name")["is_member"].reindex(table.columns)
+        member, values = member.to_numpy(bool), table.to_numpy(float)
+        members, nonmembers = values[:, member], values[:, ~member]
+        rng = _domain_rng(seed, domain, 0)
+        counts = (metrics.bootstrap_counts(rng, members.shape[1], n_bootstrap),
+                  metrics.bootstrap_counts(rng, nonmembers.shape[1], n_bootstrap))
+        point = metrics.resampled_metrics(members, nonmembers, max_fprs=(0.01,))
+        drawn = metrics.resampled_metrics(members, nonmembers, *counts, max_fprs=(0.01,))
+        for name in CELL_MEMBERSHIP_METRICS:
+            frames.append(table.index.to_frame(index=False).assign(metric=name, value=point[name][:, 0]))
+            draws.append(drawn[name])
+        found = matches[matches["domain"] == domain]
+        if len(found):
+            frame, drawn = _extraction_estimates(found, n_bootstrap, _domain_rng(seed, domain, 1))
+            frames.append(frame)
+            draws.append(drawn)
+    rows = pd.concat(frames, ignore_index=True).merge(labels, on="cell", how="left")
+    return Estimates(rows, np.concatenate(draws))
+
+
+def _extraction_estimates(found: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator):
+    """Own copies, distinct own members copied and other-domain copies of each (cell, condition) of one domain,
+    resampling generation indices (generation i of every model shares its seed and prompt)."""
+    found = found.assign(own=found["extracted"] & (found["nearest_domain"] == found["domain"]),
+                         other=found["extracted"] & (found["nearest_domain"] != found["domain"]))
+    index = ["cell", "condition"]
+    own = _wide(found, index, "generation", "own", "generations").to_numpy(bool)
+    other = _wide(found, index, "generation", "other", "generations").to_numpy(float)
+    files = _wide(found, index, "generation", "nearest_file", "generations")
+    codes, _ = pd.factorize(files.to_numpy()[own])
+    copied = np.zeros((*own.shape, codes.max(initial=-1) + 1))  # (model, generation, own member copied)
+    copied[(*np.nonzero(own), codes)] = 1
+    weights = metrics.bootstrap_counts(rng, own.shape[1], n_bootstrap).astype(float)
+    keys = files.index.to_frame(index=False).assign(attack=EXTRACTION)
+    values = {"own_copies": (own.sum(1), own.astype(float) @ weights.T),
+              "own_distinct": (copied.any(1).sum(1), (np.matmul(copied.transpose(0, 2, 1), weights.T) > 0).sum(1)),
+              "other_copies": (other.sum(1), other @ weights.T)}
+    frame = pd.concat([keys.assign(metric=name, value=point.astype(float)) for name, (point, _) in values.items()],
+                      ignore_index=True)
+    return frame, np.concatenate([drawn.astype(float) for _, drawn in values.values()])
+
+
+def compare(estimates: Estimates, comparisons: dict[str, tuple[str, str]]) -> Estimates:
+    """Per cell, ``model`` minus ``reference`` for each comparison (name -> (model, reference)) whose two
+    conditions the cell has: value (the difference), model_value, reference_value, and paired draws."""
+    rows = estimates.rows.reset_index(drop=True)
+    key = ["cell", "attack", "metric"]
+    frames, draws = [], []
+    for name, (model, reference) in comparisons.items():
+        pair = rows[rows["condition"] == model].reset_index(names="at").merge(
+            rows.loc[rows["condition"] == reference, key + ["value"]].reset_index(names="at_reference"),
+            on=key, suffixes=("", "_reference"))
+        if pair.empty:
+            continue
+        frames.append(pair.drop(columns=["condition", "at", "at_reference"]).assign(
+            comparison=name, model_value=pair["value"], reference_value=pair["value_reference"],
+            value=pair["value"] - pair["value_reference"]).drop(columns="value_reference"))
+        draws.append(estimates.draws[pair["at"]] - estimates.draws[pair["at_reference"]])
+    if not frames:
+        raise ValueError(f"no cell has both conditions of any of {list(comparisons)}")
+    return Estimates(pd.concat(frames, ignore_index=True), np.concatenate(draws))
+
+
+def combine(estimates: Estimates, by: list[str], seed: int = 0, means: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The mean over cells of each group of ``by``, with a cluster-bootstrap 95% CI and two-sided p-value:
+    columns ``by``, value, lo, hi, p, cells, domains, draws, and the mean of each column in ``means``."""
+    rows, draws = estimates.rows, estimates.draws
+    grouping = rows.groupby(list(by), sort=False, dropna=False)
+    group = grouping.ngroup().to_numpy()
+    out = grouping[list(means)].mean().reset_index() if means else grouping.size().reset_index()[list(by)]
+    domains, domain = np.unique(rows["domain"].astype(str), return_inverse=True)
+    n_groups, n_domains, n_draws = len(out), len(domains), draws.shape[1]
+    pick = sparse.csr_matrix((np.ones(len(rows)), (domain * n_groups + group, np.arange(len(rows)))),
+                             shape=(n_domains * n_groups, len(rows)))
+    sums = (pick @ draws).reshape(n_domains, n_groups, n_draws)
+    cells = np.asarray(pick.sum(1)).reshape(n_domains, n_groups)
+    point = (pick @ rows["value"].to_numpy(float)).reshape(n_domains, n_groups).sum(0) / cells.sum(0)
+    resampled = np.empty((n_draws, n_groups))
+    present = cells > 0
+    signatures = pd.Series([tuple(np.flatnonzero(present[:, g])) for g in range(n_groups)])
+    for signature, members in signatures.groupby(signatures, sort=False).groups.items():
+        resampled[:, members] = _cluster_means(sums, cells, np.array(signature), np.asarray(members),
+                                               _signature_rng(seed, domains[list(signature)]))
+    lo, hi = np.percentile(resampled, [2.5, 97.5], axis=0)
+    below, above = (resampled <= 0).sum(0), (resampled >= 0).sum(0)
+    p = np.minimum(1.0, 2 * (np.minimum(below, above) + 1) / (n_draws + 1))
+    return out.assign(value=point, lo=lo, hi=hi, p=np.where(np.isnan(point), np.nan, p),
+                      cells=cells.sum(0).astype(int), domains=present.sum(0), draws=n_draws)
+
+
+def _signature_rng(seed: int, domains) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(",".join(domains).encode()), 2])
+
+
+def _cluster_means(sums: np.ndarray, cells: np.ndarray, domains: np.ndarray, groups: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """(draws, groups) means over cells when the K ``domains`` are resampled with replacement and each drawn
+    domain brings its own image draw: draw r of the domain's pool, and an independent one from the pool when
+    the domain is drawn again in the same replicate. With one domain: exactly the image bootstrap."""
+    n_draws, k = sums.shape[2], len(domains)
+    slots = domains[rng.integers(0, k, (n_draws, k))]
+    repeated = ((slots[:, :, None] == slots[:, None, :]) & np.tri(k, k, -1, bool)[None]).any(2)
+    image_draw = np.where(repeated, rng.integers(0, n_draws, (n_draws, k)), np.arange(n_draws)[:, None])
+    out = np.empty((n_draws, len(groups)))
+    step = max(1, _GATHER_ELEMENTS // (n_draws * k))
+    for start in range(0, len(groups), step):
+        chosen = groups[start:start + step]
+        total = sums[slots[:, :, None], chosen[None, None, :], image_draw[:, :, None]].sum(1)
+        out[:, start:start + step] = total / cells[slots[:, :, None], chosen[None, None, :]].sum(1)
+    return out
+
+
+def adjust_pvalues(p, correction: str = "holm") -> np.ndarray:
+    """Multiplicity-adjusted p-values of one family: ``holm`` (family-wise error, valid under any dependence)
+    or ``bh`` (Benjamini-Hochberg false discovery rate). NaNs stay NaN and do not count as tests."""
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; choose from {', '.join(CORRECTIONS)}")
+    p = np.asarray(p, float)
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m, rank = len(order), np.arange(1, len(order) + 1)
+    if correction == "holm":
+        adjusted = np.maximum.accumulate((m - rank + 1) * p[order])
+    else:
+        adjusted = np.minimum.accumulate(((m / rank) * p[order])[::-1])[::-1]
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def judge(summary: pd.DataFrame, correction: str = "holm", alpha: float = ALPHA,
+          family: tuple[str, ...] = ("comparison", "metric")) -> pd.DataFrame:
+    """Adds p_adjusted (within each family of judged metrics) and a verdict: "up" / "down" when the adjusted
+    p is below ``alpha`` and the change positive / negative, else "no change"; "" for metrics not judged."""
+    summary = summary.copy()
+    judged = summary["metric"].isin(JUDGED) & summary["p"].notna()
+    summary["p_adjusted"] = np.nan
+    for _, index in summary[judged].groupby(list(family), sort=False).groups.items():
+        summary.loc[index, "p_adjusted"] = adjust_pvalues(summary.loc[index, "p"], correction)
+    significant = summary["p_adjusted"] < alpha
+    verdict = np.select([significant & (summary["value"] > 0), significant & (summary["value"] < 0)],
+                        ["up", "down"], "no change")
+    return summary.assign(verdict=np.where(judged, verdict, ""), correction=correction)
+
+
+def tally(summary: pd.DataFrame, alpha: float = ALPHA) -> dict:
+    """A claim's estimates (rows of a summary: delta, p, verdict) counted: ups and downs after the correction
+    (``verdict``), before it (p < alpha), and what chance gives: with no change anywhere, each 95% CI lies above
+    0 with probability alpha / 2."""
+    raw = summary["p"] < alpha
+    return {"total": len(summary), "up": int((summary["verdict"] == "up").sum()),
+            "down": int((summary["verdict"] == "down").sum()), "raw_up": int((raw & (summary["delta"] > 0)).sum()),
+            "raw_down": int((raw & (summary["delta"] < 0)).sum()), "chance": len(summary) * alpha / 2}
+
+
+def agreement(counts: dict) -> str:
+    """Whether a claim of an increase holds, from ``tally``'s counts: "yes" when more than half the estimates
+    are up; "partly (k of n)" when k > 0 ups survive the correction, they outnumber the downs, and the
+    uncorrected ups exceed what chance gives (chance is a rate of uncorrected 95% CIs, so it is set against
+    uncorrected counts); "no" in the mirror case; otherwise "not shown"."""
+    up, down, total, chance = counts["up"], counts["down"], counts["total"], counts["chance"]
+    if up and up > down and counts["raw_up"] > chance:
+        return "yes" if up > total / 2 else f"partly ({up} of {total})"
+    if down and down > up and counts["raw_down"] > chance:
+        return f"no: lower for {down} of {total}" + (f" (higher for {up})" if up else "")
+    if up or down:
+        return f"not shown ({up} up, {down} down of {total}; chance {chance:.1f} each way)"
+    return "not shown (no change survives the correction)"

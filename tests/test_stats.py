@@ -1,0 +1,213 @@
+"""The statistics behind the verdicts: strength, the cluster bootstrap, multiplicity, and the claim rule, on
+constructed tables and scores whose answers are known."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from s2l_utils import experiment, report, stats
+
+BY = ["method", "comparison", "attack", "metric"]
+
+
+def _cell_scores(cell: str, domain: str, conditions: dict, method: str = "lora", attack: str = "loss") -> pd.DataFrame:
+    """One cell's scores: condition -> (member scores, non-member scores), the same file names throughout."""
+    frames = []
+    for condition, (members, nonmembers) in conditions.items():
+        frames.append(pd.DataFrame({
+            "cell": cell, "method": method, "domain": domain, "seed": 0, "condition": condition, "attack": attack,
+            "file_name": [f"{domain}-m{i}" for i in range(len(members))]
+            + [f"{domain}-n{i}" for i in range(len(nonmembers))],
+            "is_member": [True] * len(members) + [False] * len(nonmembers), "score": [*members, *nonmembers]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _cell_matches(cell: str, domain: str, own_copies: dict, generations: int = 8, method: str = "lora") -> pd.DataFrame:
+    """condition -> how many of the ``generations`` copy the domain's own member m0."""
+    return pd.concat([pd.DataFrame({"cell": cell, "method": method, "domain": domain, "seed": 0,
+                                    "condition": condition, "generation": range(generations),
+                                    "extracted": np.arange(generations) < copies, "nearest_domain": domain,
+                                    "nearest_file": f"{domain}-m0"})
+                      for condition, copies in own_copies.items()], ignore_index=True)
+
+
+def _summary_row(method, attack, delta, p, verdict, metric=stats.STRENGTH, comparison=report.EFFECT):
+    return {"method": method, "comparison": comparison, "attack": attack, "metric": metric, "delta": delta,
+            "lo": delta - 0.02, "hi": delta + 0.02, "p": p, "p_adjusted": p, "verdict": verdict, "correction": "holm",
+            "cells": 3, "domains": 3, "draws": 2000, "before": 0.7, "after": 0.7 + delta}
+
+
+def test_holm_and_benjamini_hochberg_match_hand_computed_values():
+    p = [0.01, 0.04, 0.03, 0.005, np.nan]
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4). Holm: 4x, 3x, 2x, 1x, then running max: .02 .03 .06 .06
+    np.testing.assert_allclose(stats.adjust_pvalues(p, "holm"), [0.03, 0.06, 0.06, 0.02, np.nan])
+    # BH: p x m / rank = .02 .02 .04 .04, then running min from the top
+    np.testing.assert_allclose(stats.adjust_pvalues(p, "bh"), [0.02, 0.04, 0.04, 0.02, np.nan])
+    assert stats.adjust_pvalues([0.6, 0.9], "holm").tolist() == [1.0, 1.0], "capped at 1"
+    with pytest.raises(ValueError, match="unknown correction"):
+        stats.adjust_pvalues(p, "bonferonni")
+
+
+def test_judge_corrects_within_a_family_and_never_judges_auc():
+    rows = pd.DataFrame({"comparison": "c", "metric": [stats.STRENGTH] * 4 + ["auc"],
+                         "value": [0.1, -0.1, 0.05, 0.0, 0.3], "p": [0.001, 0.02, 0.3, 1.0, 0.0001]})
+    judged = stats.judge(rows, "holm")
+    # Holm over the 4 strength rows: 0.004, 0.06, 0.6, 1 -> only the first survives
+    assert judged["verdict"].tolist() == ["up", "no change", "no change", "no change", ""]
+    assert judged["p_adjusted"].iloc[1] == pytest.approx(0.06) and np.isnan(judged["p_adjusted"].iloc[4])
+
+
+def test_two_ups_and_four_downs_is_not_partly_and_ups_at_chance_level_are_not_shown():
+    # today's full table for PIAN: CI above 0 for 2 methods, below 0 for 4, printed "partly (2 of 8)"
+    verdicts = ["up"] * 2 + ["down"] * 4 + ["no change"] * 2
+    rows = [_summary_row(f"m{i}", "pian", 0.05 if v == "up" else -0.05 if v == "down" else 0.0,
+                         0.001 if v != "no change" else 0.5, v) for i, v in enumerate(verdicts)]
+    claims = {c["claim"]: c["agrees"] for c in report.verdicts({"main": pd.DataFrame(rows)})}
+    pian = next(v for k, v in claims.items() if k.endswith("pian"))
+    assert not pian.startswith("partly") and pian.startswith("no: lower for 4 of 8")
+    # 40 estimates (8 methods x 5 attacks), one up: chance alone puts 40 x 2.5% = 1 CI above 0
+    rows = [_summary_row(f"m{i}", f"a{j}", 0.0, 0.5, "no change") for i in range(8) for j in range(5)]
+    rows[0] = _summary_row("m0", "a0", 0.08, 0.001, "up")
+    counts = stats.tally(pd.DataFrame(rows))
+    assert counts["chance"] == pytest.approx(1.0) and counts["up"] == 1
+    assert stats.agreement(counts).startswith("not shown")
+    assert stats.agreement({**counts, "up": 2, "raw_up": 2}) == "partly (2 of 40)"
+    assert stats.agreement({**counts, "up": 21, "raw_up": 21}) == "yes"
+    assert stats.agreement({**counts, "up": 2, "raw_up": 2, "down": 2, "raw_down": 2}).startswith("not shown")
+    # an excess of uncorrected ups that no estimate survives the correction with is not shown either
+    assert stats.agreement({**counts, "up": 0, "raw_up": 5}).startswith("not shown")
+
+
+def test_the_report_names_the_ups_of_a_confounded_control():
+    rows = [_summary_row("textual_inversion", "loss", 0.09, 0.001, "up"),
+            _summary_row("ti_lora", "loss", 0.08, 0.001, "up"), _summary_row("lora", "loss", 0.0, 0.6, "no change"),
+            _summary_row("dreambooth", "loss", 0.0, 0.7, "no change")]
+    rows += [{**r, "comparison": report.AFTER, "metric": "auc"} for r in rows]
+    assert report.confounded_methods(["lora", "textual_inversion", "ti_lora", "dreambooth_lora"]) == \
+        ["textual_inversion", "ti_lora"]
+    claims = report.verdicts({"main": pd.DataFrame(rows)})
+    loss = claims[0]
+    assert loss["agrees"] == "partly (2 of 4)"
+    assert "confounded control (textual_inversion, ti_lora" in loss["measured"]
+    assert "without them: not shown" in loss["measured"]
+    text = report.markdown({"main": pd.DataFrame(rows)}, "mini", pd.DataFrame(), None, [])
+    assert "Holm" in text and "chance (2.5% of the estimates each way" in text and "|AUC − 0.5|" in text
+
+
+def test_an_inverted_attack_moving_towards_one_half_is_weaker_not_stronger():
+    """SecMI on `full`: AUC 0.19 under the control, 0.25 after S2L. AUC rises; the attack gets weaker."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for d, domain in enumerate(["A", "B", "C"]):
+        members, nonmembers = rng.normal(-1.3, 1, 40), rng.normal(0, 1, 40)
+        frames.append(_cell_scores(f"c{d}", domain, {"target": (members, nonmembers),
+                                                      "cross_domain": (members, nonmembers),
+                                                      "s2l": (members + 0.8, nonmembers)}))
+    scores = pd.concat(frames, ignore_index=True)
+    matches = pd.concat([_cell_matches(f"c{d}", dom, {"target": 0, "cross_domain": 0, "s2l": 0})
+                         for d, dom in enumerate(["A", "B", "C"])], ignore_index=True)
+    summary = experiment.summarize(scores, matches, BY, n_bootstrap=300).set_index(["comparison", "metric"])
+    auc, strength = summary.loc[(report.EFFECT, "auc")], summary.loc[(report.EFFECT, stats.STRENGTH)]
+    assert auc["delta"] > 0.1 and auc["lo"] > 0 and auc["verdict"] == "", "AUC is shown, never judged"
+    assert strength["delta"] == pytest.approx(-auc["delta"]) and strength["verdict"] == "down"
+    claims = report.verdicts({"main": summary.reset_index()})
+    assert claims[0]["agrees"].startswith("no: lower for 1 of 1")
+
+
+def _shifted_domains(shifts: dict, rng) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One cell per domain; S2L raises the loss attack's member scores by the domain's shift."""
+    scores, matches = [], []
+    for d, (domain, shift) in enumerate(shifts.items()):
+        members, nonmembers = rng.normal(0.6, 1, 30), rng.normal(0, 1, 30)
+        scores.append(_cell_scores(f"c{d}", domain, {"target": (members, nonmembers),
+                                                     "cross_domain": (members, nonmembers),
+                                                     "s2l": (members + shift, nonmembers)}))
+        matches.append(_cell_matches(f"c{d}", domain, {"target": 0, "cross_domain": 0, "s2l": 0}))
+    return pd.concat(scores, ignore_index=True), pd.concat(matches, ignore_index=True)
+
+
+def test_a_domain_level_shift_widens_the_cluster_bootstrap_interval():
+    rng = np.random.default_rng(1)
+    same = _shifted_domains({d: 0.5 for d in "ABCDEF"}, rng)
+    rng = np.random.default_rng(1)  # the very same images, only the domains' effects differ
+    varied = _shifted_domains(dict(zip("ABCDEF", [1.5, -0.5, 1.2, -0.3, 1.0, 0.1])), rng)
+    widths = {}
+    for name, (scores, matches) in {"same": same, "varied": varied}.items():
+        row = experiment.summarize(scores, matches, BY, n_bootstrap=400).set_index(["comparison", "metric"])
+        row = row.loc[(report.EFFECT, "auc")]
+        assert row["domains"] == 6 and row["cells"] == 6
+        widths[name] = row["hi"] - row["lo"]
+    assert widths["varied"] > 2 * widths["same"], widths
+
+
+def test_one_domain_is_the_image_bootstrap_of_its_cell():
+    rng = np.random.default_rng(2)
+    scores, matches = _shifted_domains({"A": 0.8}, rng)
+    _, effects = experiment.results(scores, matches, n_bootstrap=300, seed=5)
+    summary = experiment.summarize(scores, matches, BY, n_bootstrap=300, seed=5)
+    keys = ["comparison", "attack", "metric"]
+    merged = effects.merge(summary, on=keys, suffixes=("_cell", ""))
+    np.testing.assert_allclose(merged[["delta", "lo", "hi"]].to_numpy(float),
+                               merged[["delta_cell", "lo_cell", "hi_cell"]].to_numpy(float))
+
+
+def test_zero_copies_give_a_zero_width_interval_at_zero_and_one_copy_in_eight_domains_is_no_down():
+    rng = np.random.default_rng(3)
+    domains = [f"D{i}" for i in range(8)]
+    scores, _ = _shifted_domains({d: 0.0 for d in domains}, rng)
+    zero = pd.concat([_cell_matches(f"c{i}", d, {"target": 0, "cross_domain": 0, "s2l": 0})
+                      for i, d in enumerate(domains)], ignore_index=True)
+    summary = experiment.summarize(scores, zero, BY, n_bootstrap=300).set_index(["comparison", "metric"])
+    for metric in stats.EXTRACTION_METRICS:
+        for comparison in (report.EFFECT, report.AFTER):
+            row = summary.loc[(comparison, metric)]
+            assert (row["delta"], row["lo"], row["hi"], row["verdict"]) == (0, 0, 0, "no change")
+    # today's hypernetwork row on `full`: the target copied once in one of 24 cells, S2L never; printed "down"
+    one = zero.copy()
+    one.loc[(one["cell"] == "c0") & (one["condition"] == "target") & (one["generation"] == 0), "extracted"] = True
+    row = experiment.summarize(scores, one, BY, n_bootstrap=300).set_index(["comparison", "metric"])
+    row = row.loc[(report.AFTER, "own_copies")]
+    assert row["delta"] == pytest.approx(-1 / 8) and row["hi"] == 0 and row["verdict"] == "no change"
+
+
+def test_every_interval_stays_inside_its_metrics_range():
+    rng = np.random.default_rng(4)
+    frames, matches = [], []
+    for d, domain in enumerate("ABC"):  # nearly perfect separation: TPR at 0 FP near 1
+        members, nonmembers = rng.normal(4, 1, 16), rng.normal(0, 1, 8)
+        frames.append(_cell_scores(f"c{d}", domain, {"target": (members - 3, nonmembers),
+                                                     "cross_domain": (members - 3, nonmembers),
+                                                     "s2l": (members, nonmembers)}))
+        matches.append(_cell_matches(f"c{d}", domain, {"target": 1, "cross_domain": 2, "s2l": 8}))
+    scores, matches = pd.concat(frames, ignore_index=True), pd.concat(matches, ignore_index=True)
+    cell_metrics, effects = experiment.results(scores, matches, n_bootstrap=300)
+    rates = cell_metrics[cell_metrics["attack"] != stats.EXTRACTION].dropna(subset=["value"])
+    assert rates["lo"].between(0, 1).all() and rates["hi"].between(0, 1).all()
+    assert set(cell_metrics.loc[cell_metrics["metric"] == "tpr@1%fpr", "value"].isna()) == {True}, "8 non-members"
+    summary = experiment.summarize(scores, matches, BY, n_bootstrap=300)
+    membership = summary[summary["attack"] != stats.EXTRACTION].dropna(subset=["delta"])
+    assert membership["lo"].between(-1, 1).all() and membership["hi"].between(-1, 1).all()
+    assert (summary.loc[summary["metric"] == "own_distinct", ["lo", "hi"]].abs() <= 1).all().all(), "one member"
+    tpr = summary.set_index(["comparison", "metric"]).loc[(report.EFFECT, "tpr@0fp")]
+    assert tpr["hi"] <= 1 and tpr["delta"] > 0.5
+
+
+def test_cells_must_score_the_same_images_to_be_paired():
+    scores = pd.concat([_cell_scores("c0", "A", {"target": ([1, 2], [0])}),
+                        _cell_scores("c1", "A", {"target": ([1, 2, 3], [0])})], ignore_index=True)
+    matches = pd.concat([_cell_matches("c0", "A", {"target": 0}), _cell_matches("c1", "A", {"target": 0})])
+    with pytest.raises(ValueError, match="same scored images"):
+        stats.cell_estimates(scores, matches, 10)
+
+
+def test_prior_knowledge_is_read_in_the_levels_order_and_one_domain_is_named():
+    main = pd.DataFrame([_summary_row("lora", "loss", 0.0, 0.5, "no change")])
+    deltas = {"captions": 0.09, "name": 0.06, "class": 0.03, "noise": 0.01}  # listed in reverse order
+    ablations = pd.DataFrame([{**_summary_row("lora", "loss", d, 0.001, "up"), "ablation": "sp_level",
+                               "sp_level": level} for level, d in deltas.items()])
+    claim = next(c for c in report.verdicts({"main": main, "ablations": ablations}) if "prior knowledge" in c["claim"])
+    assert claim["measured"].index("noise") < claim["measured"].index("captions")
+    assert claim["agrees"] == "yes", "rising from noise to captions, with the top level up"
+    assert "one attacked domain" not in report.markdown({"main": main}, "mini", pd.DataFrame(), None, [])
+    one_domain = main.assign(domains=1)
+    assert "one attacked domain" in report.markdown({"main": one_domain}, "mini", pd.DataFrame(), None, [])
