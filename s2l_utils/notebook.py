@@ -46,11 +46,17 @@ def _jsonable(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+# what the notebooks themselves write into the repository: changes there do not make the code "dirty"
+GENERATED_OUTPUTS = ("figures", "data/results", "README.md")
+
+
 def git_commit() -> str | None:
+    """HEAD, with "+dirty" when tracked files other than the notebooks' own outputs differ from it."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.repo_root(), capture_output=True, text=True,
                              timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=paths.repo_root(),
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":(exclude){p}" for p in GENERATED_OUTPUTS)], cwd=paths.repo_root(),
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return (out.stdout.strip() + ("+dirty" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):

@@ -73,3 +73,27 @@ def test_unknown_key_in_a_profile_file_is_rejected(tmp_path):
 def test_impossible_values_are_rejected(override, message):
     with pytest.raises(ConfigError, match=message):
         config.load_profile("mini", **override)
+
+
+def test_git_commit_is_dirty_for_code_changes_but_not_for_the_notebooks_outputs(tmp_path, monkeypatch):
+    import subprocess
+
+    from s2l_utils import notebook, paths
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ("README.md", "figures/mini/a.png", "data/results/mini/main.csv", "s2l_utils/x.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("v1")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
+    head = notebook.git_commit()
+    assert len(head) == 40
+    for name in ("README.md", "figures/mini/a.png", "data/results/mini/main.csv"):
+        (tmp_path / name).write_text("regenerated")
+    assert notebook.git_commit() == head, "the notebooks' own outputs do not make the code dirty"
+    (tmp_path / "s2l_utils/x.py").write_text("edited")
+    assert notebook.git_commit() == head + "+dirty"
