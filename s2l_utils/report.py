@@ -161,7 +161,8 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
                                     (" (at the class level both domains' SP sets are the same generations of the "
                                      "class prompt, so S2L equals its control by construction)"
                                      if "class" in by_level else ""),
-                        "agrees": "yes" if rises and shown else ("not shown" if rises else "no")})
+                        "agrees": "yes" if rises and shown else
+                                  ("no" if stats.agreement(top).startswith("no:") else "not shown")})
     if "transfer" in tables:
         transfer = tables["transfer"]
         gain = transfer[transfer["comparison"] == TRANSFER]

@@ -208,6 +208,9 @@ def test_prior_knowledge_is_read_in_the_levels_order_and_one_domain_is_named():
     claim = next(c for c in report.verdicts({"main": main, "ablations": ablations}) if "prior knowledge" in c["claim"])
     assert claim["measured"].index("noise") < claim["measured"].index("captions")
     assert claim["agrees"] == "yes", "rising from noise to captions, with the top level up"
+    flat = ablations.assign(delta=[-0.013, -0.011, 0.0, -0.013], p=0.5, verdict="no change")
+    claim = next(c for c in report.verdicts({"main": main, "ablations": flat}) if "prior knowledge" in c["claim"])
+    assert claim["agrees"] == "not shown", "no trend and every change within noise is not a refutation"
     assert "one attacked domain" not in report.markdown({"main": main}, "mini", pd.DataFrame(), None, [])
     one_domain = main.assign(domains=1)
     assert "one attacked domain" in report.markdown({"main": one_domain}, "mini", pd.DataFrame(), None, [])
