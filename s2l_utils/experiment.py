@@ -155,7 +155,7 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
         context["evaluation"] = evaluation_view(data)
         context["training"] = suite.training_images(data, params.image_size)
         evaluation = context["evaluation"]
-        # calibrated for what one model of a cell generates, so its expected false copies are the stated ones
+        # calibrated for what one model of a cell generates (at most extraction_false_positives false copies each)
         context["calibration"] = suite.extraction_calibration(evaluation, evaluation.private_domains,
                                                               context["training"][1], params,
                                                               generations=params.main_extraction_samples)

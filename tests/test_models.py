@@ -53,13 +53,14 @@ def test_pixel_pipeline_save_load_gives_identical_outputs(smoke_params, smoke_da
 
 
 def test_generation_is_seeded_and_independent_of_batch_size(smoke_params, smoke_data):
-    # float64, so that batched and single matmuls cannot round apart: any difference is a real batch dependence
+    # float64, so that batched and single matmuls round apart by ~1e-16 at most; generate returns float32, so
+    # one float32 step (~1e-7) at most: more is a real batch dependence
     pipe = models.build_miniature(smoke_params, smoke_data.meta["text"]).to(dtype=torch.float64)
     prompts = ["photo of a person"] * 3
     one = sampling.generate(pipe, prompts, "preview", seed=1, steps=2, batch_size=1, progress=False)
     three = sampling.generate(pipe, prompts, "preview", seed=1, steps=2, batch_size=3, progress=False)
     other = sampling.generate(pipe, prompts, "preview", seed=2, steps=2, batch_size=3, progress=False)
-    assert torch.allclose(one, three, atol=1e-5)
+    assert torch.allclose(one, three, atol=1e-6)
     assert not torch.allclose(one, other)
     assert not torch.allclose(one[0], one[1]), "each image has its own noise"
 

@@ -212,5 +212,16 @@ def test_prior_knowledge_is_read_in_the_levels_order_and_one_domain_is_named():
     claim = next(c for c in report.verdicts({"main": main, "ablations": flat}) if "prior knowledge" in c["claim"])
     assert claim["agrees"] == "not shown", "no trend and every change within noise is not a refutation"
     assert "one attacked domain" not in report.markdown({"main": main}, "mini", pd.DataFrame(), None, [])
-    one_domain = main.assign(domains=1)
-    assert "one attacked domain" in report.markdown({"main": one_domain}, "mini", pd.DataFrame(), None, [])
+    one_domain = main.assign(domains=1, cells=1)
+    text = report.markdown({"main": one_domain}, "mini", pd.DataFrame(), None, [])
+    assert "one attacked domain" in text and "this one SP set" in text
+    seeds = report.markdown({"main": main.assign(domains=1, cells=3)}, "mini", pd.DataFrame(), None, [])
+    assert "seeds' cells are averaged, not resampled" in seeds and "this one SP set" not in seeds
+
+
+def test_the_rule_warns_when_too_few_draws_leave_holm_no_slack():
+    family = pd.DataFrame([_summary_row(f"m{i}", f"a{j}", 0.0, 0.5, "no change") for i in range(8) for j in range(5)])
+    warned = report.markdown({"main": family.assign(draws=2000)}, "full", pd.DataFrame(), None, [])
+    assert "raise n_bootstrap" in warned, "2000 draws: 2/2001 passes 0.05/40 only with no stray draw"
+    fine = report.markdown({"main": family.assign(draws=20000)}, "full", pd.DataFrame(), None, [])
+    assert "raise n_bootstrap" not in fine
