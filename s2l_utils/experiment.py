@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import finetune, paths, stats, synthesis, world
+from . import finetune, paths, pretrain, stats, synthesis, world
 from .attacks import extraction, suite
 from .config import ConfigError, Params
 
@@ -165,7 +165,7 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
         # fine-tune a copy of the very target attacked here (where it was loaded from): a cell's seed varies the
         # SP set and the fine-tuning, while params.seed would otherwise also select a target pretrained with it
         result = finetune.finetune(params.method, params, trained_on, folder, domain, None, device, progress,
-                                   base=synthesis.target_source(params, target))
+                                   base=pretrain.target_source(params, target))
         tuned = finetune.load_finetuned(result.folder, device)
         pipe, rewrite = tuned.pipe, tuned.rewrite
     scores = suite.membership_scores(pipe, context["evaluation"], [domain], params, rewrite, progress=False)
@@ -200,12 +200,12 @@ CELL_VERSION = 2
 
 def cell_dir(params: Params, target=None) -> Path:
     """A cell's cache folder, keyed by every parameter that changes its results, the target it attacks and
-    fine-tunes (``target``, the pipeline; ``synthesis.target_identity``: a cell's seed is not its target's), the
+    fine-tunes (``target``, the pipeline; ``pretrain.target_identity``: a cell's seed is not its target's), the
     data and the code versions: a finished cell is reused by any notebook that asks for it again (11 and 12
     share their common cells) and an interrupted run resumes."""
     names = [n for n in params.to_dict() if n not in PLAN_PARAMS]
     return paths.cache_dir("cells") / params.digest(
-        *names, target=synthesis.target_identity(params, target), data=synthesis.data_identity(params),
+        *names, target=pretrain.target_identity(params, target), data=world.data_identity(params),
         cell_version=CELL_VERSION, sp_version=synthesis.SP_VERSION, finetune_version=finetune.FINETUNE_VERSION)
 
 
@@ -217,11 +217,11 @@ FINETUNE_PARAMS = tuple(name for name in dict.fromkeys(("method", *finetune.RECI
 
 def target_results_dir(params: Params, target=None) -> Path:
     """Where the results of ``target`` (the pipeline) on a cell's domain are cached: shared by every method and
-    fine-tuning setting, keyed by the target's identity (``synthesis.target_identity``), the data and
+    fine-tuning setting, keyed by the target's identity (``pretrain.target_identity``), the data and
     ``CELL_VERSION``."""
     names = [n for n in params.to_dict() if n not in PLAN_PARAMS + FINETUNE_PARAMS]
-    key = params.digest(*names, target=synthesis.target_identity(params, target),
-                        data=synthesis.data_identity(params), cell_version=CELL_VERSION)
+    key = params.digest(*names, target=pretrain.target_identity(params, target),
+                        data=world.data_identity(params), cell_version=CELL_VERSION)
     return paths.cache_dir("cells") / f"target-{key}"
 
 

@@ -43,6 +43,23 @@ def target_dir(params: Params) -> Path:
     return paths.cache_dir("targets") / target_key(params)
 
 
+def target_source(params: Params, target=None) -> str:
+    """Where ``target`` (a pipeline, or already its folder or hub id) is loaded from: the model fine-tuning copies.
+    Without a target, or for a pipeline built in memory (just pretrained), the profile's target: ``base_model``
+    or the cached miniature's folder."""
+    source = target if isinstance(target, (str, Path)) else getattr(target, "name_or_path", None)
+    return str(source or params.base_model or target_dir(params) / PIPELINE)
+
+
+def target_identity(params: Params, target=None) -> str:
+    """The identity of ``target`` (see ``target_source``) in cache keys, the same on every machine: a cached
+    miniature's folder name (``target_key``: its parameters and code version), else its source as given
+    (``base_model``, a hub id or folder)."""
+    source = target_source(params, target)
+    cached, path = paths.cache_dir("targets").resolve(), Path(source).resolve()
+    return path.relative_to(cached).parts[0] if path.is_relative_to(cached) else source
+
+
 def train_spec(params: Params) -> TrainSpec:
     return TrainSpec(steps=params.pretrain_steps, batch_size=params.pretrain_batch_size, lr=params.pretrain_lr,
                      seed=params.seed, checkpoint_every=params.checkpoint_every,

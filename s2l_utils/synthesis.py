@@ -14,7 +14,6 @@ in the imagefolder layout, each image with its prompt.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -22,7 +21,7 @@ import torch
 from . import paths, pretrain
 from .config import ConfigError, Params
 from .sampling import generate, noise_seed
-from .world import ImageFolderData, WorldSpec, domain_prompt, to_pil, write_imagefolder
+from .world import ImageFolderData, data_identity, domain_prompt, to_pil, write_imagefolder
 
 LEVELS = ("noise", "class", "name", "captions")
 SP_PARAMS = ("sp_level", "sp_size", "sp_sampler", "sp_steps", "sp_guidance", "class_prompt", "seed")
@@ -54,9 +53,10 @@ def sp_prompts(data: ImageFolderData, domain: str, level: str, size: int, class_
 
 
 def noise_images(count: int, size: int, seed: int) -> torch.Tensor:
-    """Standard Gaussian images clipped to [-1, 1]; image ``i`` depends only on (seed, i)."""
-    return torch.stack([torch.randn((3, size, size), generator=torch.Generator().manual_seed(noise_seed("sp_noise", seed, i)))
-                        for i in range(count)]).clamp(-1, 1)
+    """Standard Gaussian images clipped to [-1, 1]; image ``i`` depends only on (seed, i), from the ``sp_noise``
+    stream (never the loss attack's noise)."""
+    generators = [torch.Generator().manual_seed(noise_seed("sp_noise", seed, i)) for i in range(count)]
+    return torch.stack([torch.randn((3, size, size), generator=g) for g in generators]).clamp(-1, 1)
 
 
 def synthesize(pipe, data: ImageFolderData, domain: str, params: Params, progress: bool = True):
@@ -74,29 +74,6 @@ def synthesize(pipe, data: ImageFolderData, domain: str, params: Params, progres
     return images, meta
 
 
-def target_source(params: Params, target=None) -> str:
-    """Where ``target`` (a pipeline, or already its folder or hub id) is loaded from: the model fine-tuning copies.
-    Without a target, or for a pipeline built in memory (just pretrained), the profile's target: ``base_model``
-    or the cached miniature's folder."""
-    source = target if isinstance(target, (str, Path)) else getattr(target, "name_or_path", None)
-    return str(source or params.base_model or pretrain.target_dir(params) / pretrain.PIPELINE)
-
-
-def target_identity(params: Params, target=None) -> str:
-    """The identity of ``target`` (see ``target_source``) in cache keys, the same on every machine: a cached
-    miniature's folder name (``pretrain.target_key``: its parameters and code version), else its source as given
-    (``base_model``, a hub id or folder)."""
-    source = target_source(params, target)
-    cached, path = paths.cache_dir("targets").resolve(), Path(source).resolve()
-    return path.relative_to(cached).parts[0] if path.is_relative_to(cached) else source
-
-
-def data_identity(params: Params) -> str:
-    """The data in cache keys: the real data folder, or the miniature world's key (its spec and code version),
-    with the domain list."""
-    return f"{params.data_dir or WorldSpec.from_params(params).key()}|{params.domains_file}"
-
-
 def sp_key(params: Params, domain: str, target: str) -> str:
     """The SP set's cache key: ``target`` (the ``target_identity`` of the target that generates it), the data its
     prompts come from (``data_identity``), the domain, the SP parameters and ``SP_VERSION``."""
@@ -108,7 +85,7 @@ def ensure_sp_set(params: Params, data: ImageFolderData, pipe, domain: str | Non
                   progress: bool = True) -> ImageFolderData:
     """The SP set for these parameters: generated with ``pipe`` (the target) once, then read from the cache."""
     domain = domain or resolve_domain(params, data)
-    folder = paths.cache_dir("sp") / sp_key(params, domain, target_identity(params, pipe))
+    folder = paths.cache_dir("sp") / sp_key(params, domain, pretrain.target_identity(params, pipe))
     with paths.cache_lock(folder):
         if not (folder / "metadata.jsonl").is_file():
             images, meta = synthesize(pipe, data, domain, params, progress)

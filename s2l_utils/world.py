@@ -346,6 +346,12 @@ def read_domains_file(path: str | Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
+def data_identity(params: Params) -> str:
+    """The data in cache keys: the real data folder, or the miniature world's key (its spec and code version),
+    with the domain list."""
+    return f"{params.data_dir or WorldSpec.from_params(params).key()}|{params.domains_file}"
+
+
 def load_data(params: Params) -> ImageFolderData:
     """The data set a profile names: real data from ``data_dir`` or the miniature world (generated once)."""
     domains = read_domains_file(params.domains_file) if params.domains_file else None

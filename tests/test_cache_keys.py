@@ -18,7 +18,7 @@ def _loaded(params):
 def _keys(params, target):
     domain = params.target_domain
     return (experiment.cell_dir(params, target), experiment.target_results_dir(params, target),
-            synthesis.sp_key(params, domain, synthesis.target_identity(params, target)))
+            synthesis.sp_key(params, domain, pretrain.target_identity(params, target)))
 
 
 def test_a_loaded_target_is_named_by_its_cache_folder(smoke_params, smoke_data):
@@ -26,13 +26,13 @@ def test_a_loaded_target_is_named_by_its_cache_folder(smoke_params, smoke_data):
     folder = pretrain.target_dir(params) / pretrain.PIPELINE
     models.build_miniature(params, smoke_data.meta["text"]).save_pretrained(folder)
     pipe = models.load_pipeline(folder, "cpu")
-    assert synthesis.target_identity(params, pipe) == pretrain.target_key(params) == folder.parent.name
-    assert synthesis.target_source(params, pipe) == str(folder)
+    assert pretrain.target_identity(params, pipe) == pretrain.target_key(params) == folder.parent.name
+    assert pretrain.target_source(params, pipe) == str(folder)
     other_seed = dataclasses.replace(params, seed=0)  # a cell's seed does not change the pipeline it was handed
-    assert synthesis.target_identity(other_seed, pipe) == pretrain.target_key(params)
-    assert synthesis.target_identity(params, None) == pretrain.target_key(params), "no pipe: the profile's target"
+    assert pretrain.target_identity(other_seed, pipe) == pretrain.target_key(params)
+    assert pretrain.target_identity(params, None) == pretrain.target_key(params), "no pipe: the profile's target"
     sd = dataclasses.replace(params, base_model="CompVis/stable-diffusion-v1-1")
-    assert synthesis.target_identity(sd) == "CompVis/stable-diffusion-v1-1"
+    assert pretrain.target_identity(sd) == "CompVis/stable-diffusion-v1-1"
 
 
 def test_profiles_differing_only_in_seed_get_different_keys(smoke_params, smoke_data):
@@ -80,14 +80,14 @@ def test_code_versions_are_part_of_the_keys(smoke_params, monkeypatch):
 
 def test_the_sp_key_of_a_real_model_names_its_data(smoke_params):
     sd = dataclasses.replace(smoke_params, base_model="CompVis/stable-diffusion-v1-1")
-    key = synthesis.sp_key(sd, "A", synthesis.target_identity(sd))
+    key = synthesis.sp_key(sd, "A", pretrain.target_identity(sd))
     for change in ({"data_dir": "data/celebrities"}, {"domains_file": "data/domains.txt"},
                    {"base_model": "CompVis/stable-diffusion-v1-4"}):
         other = dataclasses.replace(sd, **change)
-        assert synthesis.sp_key(other, "A", synthesis.target_identity(other)) != key, change
+        assert synthesis.sp_key(other, "A", pretrain.target_identity(other)) != key, change
     world_seed = dataclasses.replace(sd, world_seed=1)  # the miniature world's captions, with no data_dir
-    assert synthesis.sp_key(world_seed, "A", synthesis.target_identity(world_seed)) != key
-    assert synthesis.sp_key(sd, "A", synthesis.target_identity(sd)) == key
+    assert synthesis.sp_key(world_seed, "A", pretrain.target_identity(world_seed)) != key
+    assert synthesis.sp_key(sd, "A", pretrain.target_identity(sd)) == key
 
 
 def test_digest_parts_cannot_shadow_a_parameter():

@@ -41,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import pretrain, synthesis
+from .. import pretrain
 from ..config import ConfigError, Params
 from ..models import DiffusionModel, load_pipeline
 from ..training import TrainSpec, train
@@ -146,10 +146,10 @@ def data_digest(data: ImageFolderData) -> str:
 
 def recipe(method: str, params: Params, sp_set: ImageFolderData, domain: str, prior_set: ImageFolderData | None,
            base: str) -> dict:
-    """Everything that determines a fine-tune's weights: method, base model (its ``synthesis.target_identity``),
+    """Everything that determines a fine-tune's weights: method, base model (its ``pretrain.target_identity``),
     domain, the content of its training sets, ``RECIPE_PARAMS`` and ``FINETUNE_VERSION``."""
     prior = data_digest(prior_set) if params.prior_preservation else None
-    values = {"method": method, "base": synthesis.target_identity(params, base), "domain": domain,
+    values = {"method": method, "base": pretrain.target_identity(params, base), "domain": domain,
               "training_set": data_digest(sp_set), "prior_set": prior, "finetune_version": FINETUNE_VERSION,
               **{name: getattr(params, name) for name in RECIPE_PARAMS}}
     return json.loads(json.dumps(values))  # as it reads back from disk (lists, not tuples)
@@ -183,7 +183,7 @@ def finetune(method: str, params: Params, sp_set: ImageFolderData, out_dir: str 
     """Fine-tune a fresh copy of the target with ``method`` on ``sp_set``; the artefact goes to ``out_dir/artefact``.
 
     ``base`` is the model to copy (a pipeline folder or hub id); by default the profile's target
-    (``synthesis.target_source(params)``). Experiments pass the target they attack, since their seeds vary the SP
+    (``pretrain.target_source(params)``). Experiments pass the target they attack, since their seeds vary the SP
     set and the fine-tuning, not the pretrained target. Checkpoints in ``out_dir/checkpoints`` let an interrupted
     run resume exactly; ``out_dir`` holds one recipe (``check_recipe``), so a run with other settings is refused
     there instead of resuming another's weights. Raises on bad input before loading or training anything.
@@ -195,7 +195,7 @@ def finetune(method: str, params: Params, sp_set: ImageFolderData, out_dir: str 
         raise ValueError("prior_preservation is on but no prior (class-image) set was given")
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    source = synthesis.target_source(params, base)
+    source = pretrain.target_source(params, base)
     check_recipe(out_dir, recipe(method, params, sp_set, domain, prior_set, source))
     pipe = load_pipeline(base, device) if base else pretrain.load_target(params, device)
     for name in ("unet", "text_encoder", "vae"):
