@@ -23,8 +23,9 @@ install: $(STAMP)  ## create .venv with the pinned stack
 # the walk-throughs 02-08 and the ablations 12-13 run with NOTEBOOKS="..." or PROFILE=full
 NOTEBOOKS_mini := 00 01 09 10 11 14
 NOTEBOOKS ?= $(NOTEBOOKS_$(PROFILE))
-# full: after the target, the cells of the main experiment and the domain transfer run as sweeps of JOBS
+# mini and full: after the target, the cells of the main experiment and the domain transfer run as sweeps of JOBS
 # parallel jobs (one per core: about 1.8x faster than one job on 2 cores); 11 and 13 then read them back
+SWEEPS_mini := sweeps/mini_main.yaml
 SWEEPS_full := sweeps/full_main.yaml sweeps/full_transfer.yaml
 JOBS ?= 2
 

@@ -36,6 +36,12 @@
 # * Captions vary in detail as web alt-texts do: a share `name_only_captions` (0.25 on `mini`) is only
 #   "photo of <Name>", the attack prompt; the others read "photo of <Name>, <expression>, <colour> background",
 #   or carry only the expression or only the background (uniformly, with `varied_captions`).
+# * Two knobs make the world leak the way Stable Diffusion's data does; at their neutral values (`[]`, `0`) the
+#   world is bit for bit the plain one. `member_duplicates` (e.g. `[32, 16, 8, 4]`) puts the first members of
+#   every private domain into the pre-training set that many times, as exact copies: the images SD memorises
+#   are mostly ones LAION holds many times. `nonmember_shift` (0 to 1) takes the non-members with "another
+#   camera, another year": a warm colour cast, more contrast, tighter framing, darker cluttered backgrounds,
+#   as web non-members differ from LAION members, which a model-free classifier can tell apart.
 #
 # Real data (e.g. a LAION subset of celebrities) in the same imagefolder layout plugs in through `data_dir`.
 
@@ -60,6 +66,8 @@ public_domains = None  # public filler identities
 images_per_public_domain = None  # pre-training images per public identity
 name_only_captions = None  # share of captions that are only "photo of <Name>"
 varied_captions = None  # other captions carry expression and / or background (false: always both)
+member_duplicates = None  # pre-training copies of each domain's first members, e.g. [32, 16, 8, 4]
+nonmember_shift = None  # 0-1: how far non-members come from another photo distribution (camera, year)
 data_dir = None  # an imagefolder of real data instead of the miniature world
 
 # %%
@@ -71,7 +79,8 @@ run = notebook.start("00_setup", profile, run_dir, world_seed=world_seed, image_
                      private_domains=private_domains, members_per_domain=members_per_domain,
                      nonmembers_per_domain=nonmembers_per_domain, public_domains=public_domains,
                      images_per_public_domain=images_per_public_domain, name_only_captions=name_only_captions,
-                     varied_captions=varied_captions, data_dir=data_dir)
+                     varied_captions=varied_captions, member_duplicates=member_duplicates,
+                     nonmember_shift=nonmember_shift, data_dir=data_dir)
 params = run.params
 pd.Series(params.to_dict(), name="value").to_frame()
 
@@ -96,7 +105,8 @@ pd.Series({"repository": paths.repo_root(), "data": paths.data_dir(), "runs (thi
 # %% [markdown]
 # ## The world
 # Generated once into `data/worlds/<key>/` in the imagefolder layout (images + `metadata.jsonl`), then read
-# back through the same loader that reads real data.
+# back through the same loader that reads real data. The figure labels each duplicated member with its number
+# of copies (×k) and shows a private domain's non-members (shifted, if `nonmember_shift` > 0) beside its members.
 
 # %%
 data = world.load_data(params)
@@ -108,13 +118,15 @@ summary
 data.meta.sample(8, random_state=0)[["domain", "split", "text", "file_name"]]
 
 # %%
-fig = plots.world_overview(data, params.image_size)
+fig = plots.world_overview(data, params.image_size, knobs={"member_duplicates": params.member_duplicates,
+                                                          "nonmember_shift": params.nonmember_shift})
 run.savefig(fig, "world")
 
 # %%
 pretraining = data.pretraining_set()
 run.log_metrics(
     data_folder=str(data.folder), n_images=len(data), n_pretraining_images=len(pretraining),
+    n_pretraining_samples=len(data.pretraining_samples()),
     n_private_domains=len(data.private_domains), n_public_domains=len(data.public_domains),
     n_members=int(((data.meta["split"] == "member") & data.meta["private"]).sum()),
     n_nonmembers=int((data.meta["split"] == "nonmember").sum()), device=str(run.device))

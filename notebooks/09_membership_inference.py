@@ -35,6 +35,10 @@
 # Every attack conditions on the image's own caption without guidance, and encodes latents with the VAE's
 # mean (real SD), so scores repeat exactly. SecMI's and PIA's timesteps are parameters fixed beforehand, never
 # chosen on these images. No sign is flipped: an AUC below 0.5 is reported as it is.
+#
+# Beside them stands the **blind baseline** (`blind (no model)`): a classifier that never sees a model and
+# tells members from non-members by simple image statistics alone (colour, brightness, saturation, edges, a
+# tiny thumbnail), cross-fitted so that every image is scored by a classifier that did not train on it.
 
 # %%
 # Colab: install this repository into the running kernel (does nothing elsewhere).
@@ -65,7 +69,7 @@ import time
 import pandas as pd
 
 from s2l_utils import notebook, plots, world
-from s2l_utils.attacks import suite
+from s2l_utils.attacks import blind, suite
 
 run = notebook.start("09_membership_inference", profile, run_dir, models=models, attacks=attacks,
                      attack_domains=attack_domains, secmi_t=secmi_t, secmi_k=secmi_k, pia_t=pia_t,
@@ -117,8 +121,41 @@ pooled = table[(table["domain"] == "pooled")].pivot_table(index=["model", "metho
                                                         values="value", sort=False)
 pooled.xs("auc", axis=1, level="metric").round(3)
 
+# %% [markdown]
+# ## The blind baseline: can members be told from non-members without any model?
+# The same members and non-members, scored by a model-free classifier on simple image features (cross-fitted
+# on 5 disjoint folds, pooled over the attacked domains), with the same metrics and bootstrap CIs.
+#
+# - **Blind AUC near 0.5** (its CI contains 0.5): the images alone do not give membership away, so an MIA's
+#   AUC above 0.5 is evidence that the model remembers its training images.
+# - **Blind AUC well above 0.5**: members and non-members differ as images (another camera, another time,
+#   another source), and they are separable without the model. Then every MIA number on this data is an upper
+#   bound on leakage: an MIA AUC up to the blind AUC may be that distribution shift, not memorisation. Only an
+#   MIA that clearly beats the blind baseline is evidence that the model leaks; one at or below it shows
+#   nothing about the model, however high it looks.
+#
+# The real data of the `sd` profile (LAION members against later web photos, as in the paper) is the case to
+# watch; the i.i.d. miniature world should sit at 0.5, and `nonmember_shift` moves it away on purpose.
+
 # %%
-run.savefig(plots.metric_comparison(table, "auc", title="Membership inference AUC per model"), "mia_auc")
+# papermill_description=blind_baseline
+BLIND = "blind (no model)"
+blind_scores = blind.blind_scores(data, domains, params.image_size, seed=params.seed)
+blind_table = suite.membership_table(blind_scores.assign(model=BLIND, method="none"), seed=params.seed)
+run.save_table(blind_scores, "blind_scores")
+run.save_table(blind_table, "blind_metrics")
+blind_auc = blind_table[(blind_table["metric"] == "auc")].set_index("domain")[["value", "lo", "hi"]]
+with_blind = pd.concat([table, blind_table], ignore_index=True)
+# pooled AUC [95% CI] of every model and attack, and under every attack the blind baseline it must beat
+auc_ci = table[(table["domain"] == "pooled") & (table["metric"] == "auc")]
+auc_ci = auc_ci.assign(auc=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in auc_ci[["value", "lo", "hi"]].values])
+auc_ci = auc_ci.pivot_table(index=["model", "method"], columns="attack", values="auc", aggfunc="first", sort=False)
+auc_ci.loc[(BLIND, "none"), :] = "{:.3f} [{:.3f}, {:.3f}]".format(*blind_auc.loc["pooled"])
+auc_ci
+
+# %%
+run.savefig(plots.metric_comparison(with_blind, "auc", title="Membership inference AUC per model, and the blind "
+                                    "baseline"), "mia_auc")
 run.savefig(plots.metric_comparison(table, "tpr@0fp", chance=None, title="TPR at zero false positives per model"),
             "mia_tpr_0fp")
 run.savefig(plots.roc_by_attack(scores), "mia_roc")
@@ -126,10 +163,10 @@ run.savefig(plots.roc_by_attack(scores), "mia_roc")
 # %% [markdown]
 # ## Per domain
 # The pooled numbers hide how different the identities are; here is the AUC of every attack per domain for
-# the first model (usually the target).
+# the first model (usually the target), with the blind baseline of each domain beside it.
 
 # %%
-first = table[(table["model"] == refs[0].label) & (table["metric"] == "auc")]
+first = with_blind[with_blind["model"].isin([refs[0].label, BLIND]) & (with_blind["metric"] == "auc")]
 first.pivot_table(index="domain", columns="attack", values="value", sort=False).round(3)
 
 # %%
@@ -138,4 +175,6 @@ run.log_metrics(
     models=[r.label for r in refs], attacks=list(params.attacks), domains=domains,
     pooled_auc={f"{r.model}/{r.attack}": r.value for r in auc.itertuples()},
     unet_calls_per_image={a: suite.UNET_CALLS[a](params) for a in params.attacks},
-    seconds_per_model=seconds, metrics_table="mia_metrics.parquet")
+    seconds_per_model=seconds, metrics_table="mia_metrics.parquet",
+    blind_auc=blind_auc.loc["pooled", "value"], blind_auc_lo=blind_auc.loc["pooled", "lo"],
+    blind_auc_hi=blind_auc.loc["pooled", "hi"], blind_table="blind_metrics.parquet")

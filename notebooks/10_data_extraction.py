@@ -37,6 +37,13 @@
 #   training images (what S2L claims to raise) and copies of *other* domains' images, each as extracted
 #   generations and as *distinct* training images (many generations of one memorised image count once). The
 #   number comparable with the paper's 16.3 is the distinct own-domain images.
+# - **Copies per duplication class**: the same own-domain counts split by how often the copied member appears
+#   in the pre-training set (`member_duplicates` of the world; 1x everywhere when nothing is duplicated), beside
+#   the members of each class. Stable Diffusion's extracted images are mostly heavily duplicated ones.
+# - **Drift of the generations**: the distribution of each generation's distance to its nearest training image
+#   and to the nearest training image of the prompted identity, and the *identity accuracy* (the share of
+#   generations whose nearest training image is of the prompted identity). Comparing models shows whether a
+#   fine-tune moved a domain's generations towards the training data or away from it.
 #
 # With `clip_model` set to a local CLIP vision model folder, an embedding pre-filter keeps the
 # `clip_candidates` most similar training images per generation before the tiled L2 (for large real sets).
@@ -134,6 +141,34 @@ table = suite.extraction_table(counts)
 run.save_table(table, "extraction_metrics")
 counts.set_index(["model", "domain"])
 
+# %% [markdown]
+# ## Copies per duplication class
+# Per model and class k (how many times a member appears in the pre-training set): `members` of the class,
+# `distinct_own` of them copied, and the generations copying them (`extracted_own`), per domain and pooled.
+
+# %%
+by_class = pd.concat([extraction.counts_by_duplication(m, training_rows).assign(model=r.label, method=r.method)
+                      for r, _, m in tables], ignore_index=True)
+run.save_table(by_class, "extraction_by_duplication")
+pooled_classes = by_class[by_class["domain"] == "pooled"]
+run.savefig(plots.copies_by_duplication(pooled_classes, title="Copies per duplication class, pooled over domains"),
+            "extraction_by_duplication")
+pooled_classes.pivot_table(index="model", columns="duplicates", values=["distinct_own", "extracted_own"],
+                           aggfunc="sum", sort=False)
+
+# %% [markdown]
+# ## Drift of the generations
+# Per model: quantiles of the distance to the nearest training image (`nearest_*`) and to the nearest
+# training image of the prompted identity (`own_nearest_*`), and the identity accuracy, per domain and pooled.
+# A model whose distances are larger than another's generates further from the training data.
+
+# %%
+drift = pd.concat([extraction.drift_table(matches, ["model", "domain"]),
+                   extraction.drift_table(matches, ["model"]).assign(domain="pooled")], ignore_index=True)
+run.save_table(drift, "extraction_drift")
+run.savefig(plots.nearest_distance_boxes(matches, threshold, title="Where the generations lie"), "extraction_drift")
+drift.set_index(["model", "domain"])
+
 # %%
 run.savefig(plots.distance_histogram(matches, heldout_distances.numpy(), threshold,
                                      title="Nearest training image: generations vs held-out real images"),
@@ -161,6 +196,7 @@ for model, row in pooled.iterrows():
           f"({int(row['extracted_own'])} of {int(row['generations'])} generations), "
           f"{int(row['distinct_other'])} of other domains ({int(row['extracted_other'])} generations); "
           f"{row['expected_false_positives']:.2g} expected by chance")
+pooled_drift = drift[drift["domain"] == "pooled"].set_index("model")
 run.log_metrics(
     models=[r.label for r in refs], domains=domains, threshold=threshold,
     threshold_rule=f"Weibull lower tail of {calibration.tail.count} held-out non-members' nearest tiled-L2 "
@@ -174,5 +210,11 @@ run.log_metrics(
     distinct_other={m: int(v) for m, v in pooled["distinct_other"].items()},
     extracted_other={m: int(v) for m, v in pooled["extracted_other"].items()},
     min_distance={m: float(g["distance"].min()) for m, g in matches.groupby("model", sort=False)},
-    seconds_per_model=seconds, metrics_table="extraction_metrics.parquet")
+    **{f"{name}_by_class": {m: {f"{k}x": int(v) for k, v in zip(g["duplicates"], g[name])}
+                             for m, g in pooled_classes.groupby("model", sort=False)}
+       for name in ("distinct_own", "extracted_own")},
+    **{name: {m: float(v) for m, v in pooled_drift[name].items()}
+       for name in ("nearest_median", "own_nearest_median", "identity_accuracy")},
+    seconds_per_model=seconds, metrics_table="extraction_metrics.parquet",
+    by_class_table="extraction_by_duplication.parquet", drift_table="extraction_drift.parquet")
 pooled

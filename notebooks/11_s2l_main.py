@@ -26,7 +26,7 @@
 # | condition | fine-tuned on | what it isolates |
 # | --- | --- | --- |
 # | `s2l` | the attacked domain's SP set ("photo of <Name>" generations of the target) | the attack |
-# | `cross_domain` | another private domain's SP set | fine-tuning on synthetic data *without* this domain's knowledge |
+# | `cross_domain` | another private domain's SP set (for token methods: captioned with this domain's name, see below) | fine-tuning on synthetic data *without* this domain's knowledge |
 # | `real_nonmember` | real held-out images of the attacked domain | fine-tuning on fresh real data of the domain |
 #
 # **The S2L effect is S2L minus the cross-domain control**, not after minus before: any fine-tuning moves the
@@ -36,7 +36,15 @@
 # strength |AUC − 0.5|, balanced accuracy, TPR at zero false positives; TPR at 1% FPR only with at least 100
 # non-members, NaN below) and extraction (`main_extraction_samples` generations of the domain prompt per
 # model, matched with the threshold calibrated on held-out data as in notebook 10: copies of the attacked
-# domain's own members, the distinct members copied, and copies of other domains' images).
+# domain's own members, the distinct members copied, and copies of other domains' images, also per duplication
+# class of the members; and the drift of the generations: their distance to the nearest training image, to the
+# nearest of the domain's own members, and the share nearest to the domain's own members).
+#
+# Beside the attacks stands the **blind baseline** (notebook 09): a classifier that never sees a model, fitted
+# on simple image features to tell the members from the non-members, cross-fitted on disjoint folds. Its AUC
+# says how much of an MIA AUC the data give away by themselves: near 0.5 the MIA AUCs are about what the model
+# leaks; well above 0.5, members and non-members differ without any model, and an MIA AUC up to about the blind
+# one needs no leakage at all. It needs no model, so it is computed once per cell, with the target.
 #
 # CIs: a cluster bootstrap. The domain is the unit of independence (a domain's cells score the same images),
 # so every draw resamples the domains a summary combines, then the images and generations within each drawn
@@ -72,7 +80,7 @@ n_bootstrap = None  # bootstrap draws per confidence interval and p-value
 multiplicity = None  # correction of the verdicts for multiple comparisons: holm | bh
 
 # %%
-from s2l_utils import experiment, notebook, plots, pretrain, stats, world
+from s2l_utils import experiment, notebook, plots, pretrain, report, stats, world
 
 run = notebook.start("11_s2l_main", profile, run_dir, methods=methods, experiment_domains=experiment_domains,
                      seeds=seeds, conditions=conditions, attacks=attacks, sp_level=sp_level, sp_size=sp_size,
@@ -104,8 +112,12 @@ for name, df in {"s2l_scores": scores, "s2l_extraction": matches, "s2l_metrics":
 summary = experiment.summarize(scores, matches, ["method", "comparison", "attack", "metric"], params.n_bootstrap,
                                params.seed, params.multiplicity)
 run.save_table(summary, "s2l_summary")
-main_table = experiment.paper_table(summary, attacks=[a for a in params.attacks if a != "secmi_paper"])
+blind_auc = experiment.blind_summary(scores, params.n_bootstrap, params.seed)
+run.save_table(blind_auc, "blind_summary")
+main_table = experiment.paper_table(summary, attacks=[a for a in params.attacks if a != "secmi_paper"],
+                                    blind_auc=blind_auc)
 run.save_table(main_table.reset_index(names="method"), "s2l_main_table")
+print(report.blind_claim(blind_auc)["measured"])
 main_table.round(3)
 
 # %%
@@ -115,6 +127,28 @@ run.savefig(plots.effect_forest(summary, stats.STRENGTH, [experiment.AFTER, expe
 run.savefig(plots.effect_forest(summary, "tpr@0fp", [experiment.AFTER, experiment.EFFECT],
                                 title="Membership inference: change of TPR at zero false positives (95% CI)"),
             "s2l_effect_tpr")
+
+# %% [markdown]
+# ## Extraction per duplication class, and where the generations moved
+# Copies of the attacked domain's own members and the distinct members copied, per class of how often a member
+# appears in pre-training (`member_duplicates`), before and after S2L, with after − before and the S2L effect
+# (95% CIs). Then the drift of the domain's generations: the median distance to the nearest training image
+# (`nearest_median`; a rise moved the generations away from the training data), to the nearest of the domain's
+# own members (`own_nearest_median`), and the share whose nearest training image is the domain's
+# (`identity_accuracy`). The figure sets the S2L effect on extraction per class and on MIA strength beside it.
+
+# %%
+experiment.extraction_by_class(summary).round(3)
+
+# %%
+drift = experiment.drift_table(summary)
+claim = report.drift_claim(summary)
+print(claim["measured"] if claim else "no drift statistics in these cells")
+drift.round(3)
+
+# %%
+run.savefig(plots.effect_panels(experiment.effect_panels(summary),
+                                title="S2L effect (S2L − cross-domain control, 95% CI)"), "s2l_effect_overview")
 
 # %% [markdown]
 # ## What the numbers say
@@ -131,12 +165,17 @@ run.savefig(plots.effect_forest(summary, "tpr@0fp", [experiment.AFTER, experimen
 #   "partly" agrees with the paper only when its corrected ups exceed both that chance count and the downs;
 #   "yes" needs more than half of the estimates up.
 #
-# **Read textual inversion (and TI+LoRA) with care.** These methods attack the domain through a placeholder
-# token that replaces its name. Under the cross-domain control the training captions name another identity,
-# so the token never appears in them and stays at its initialiser (`ti_initializer`, "person"): the control
-# attacks the domain as a generic person. Their S2L effect therefore also measures what losing the name
-# costs the attacks, not only leakage; their after − before compares with the target prompted by the real
-# name.
+# **The control of token methods.** Textual inversion and TI+LoRA reach the domain through a placeholder token
+# that replaces its name in captions and prompts. If the control's captions named another identity, the token
+# would never appear in them and would stay at its initialiser (`ti_initializer`, "person"): the control would
+# attack the domain through an untrained token, and the S2L effect would measure what the trained token is
+# worth, not what S2L leaks (on `full`, issue 11: the control's token moved 0.0006, S2L's 0.29). So for these
+# methods the control trains on the same other domain's SP images, captioned with *this* domain's name: its
+# token trains for as many steps, on as much synthetic data, as under S2L, but learns another identity. Both
+# models then reach the domain through an equally trained token, and they differ only in what S2L adds: images
+# generated from this domain's name. Methods without a token keep the other identity's captions: relabelling
+# them would overwrite the domain's pretrained name with another identity (unlearning it, a different
+# intervention), while their control reaches the domain through its real name, untouched like theirs.
 
 # %%
 effect = summary[(summary["comparison"] == experiment.EFFECT)
@@ -156,5 +195,6 @@ run.log_metrics(
     s2l_effect_strength={f"{r.method}/{r.attack}": [r.delta, r.lo, r.hi] for r in effect.itertuples()
                          if r.metric == stats.STRENGTH},
     s2l_effect_agrees=stats.agreement(strength), multiplicity=params.multiplicity,
+    blind_auc={r.method: [r.auc, r.lo, r.hi] for r in blind_auc.itertuples()},
     results_tables=["s2l_scores.parquet", "s2l_extraction.parquet", "s2l_metrics.parquet", "s2l_effects.parquet",
-                    "s2l_summary.parquet"])
+                    "s2l_summary.parquet", "blind_summary.parquet"])

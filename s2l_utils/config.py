@@ -58,6 +58,12 @@ class Params:
                                    "bare-name LAION alt-texts; 0 = none)")
     varied_captions: bool = _p(True, "world captions other than name-only carry the expression, the background or "
                                "both (uniformly), as web captions vary in detail; false = all carry both")
+    member_duplicates: list[int] = _p([32, 16, 8, 4], "copies of the first members of every private domain in the pre-training "
+                                      "set, e.g. [32, 16, 8, 4] (exact re-uploads, as LAION duplicates the images SD "
+                                      "memorises); the other members once; empty = every member once")
+    nonmember_shift: float = _p(0.0, "how far private non-members come from another photo distribution (another "
+                                "camera or year: colour cast, contrast, tighter framing, darker cluttered "
+                                "backgrounds), in [0, 1]; 0 = the members' distribution")
     data_dir: str = _p("", "imagefolder with real data (metadata.jsonl); empty = the miniature world")
     domains_file: str = _p("", "text file with one private domain name per line, to restrict data_dir")
     # -- the target model
@@ -123,12 +129,14 @@ class Params:
     clip_model: str = _p("", "extraction: optional local CLIP vision model folder for an embedding pre-filter")
     clip_candidates: int = _p(50, "extraction: training images the CLIP pre-filter keeps per generation")
     # -- experiments (11-13): cells of method x attacked domain x seed, each with its conditions
-    methods: list[str] = _p(list(EXPERIMENT_METHODS), "fine-tuning methods of the main experiment")
-    experiment_domains: int = _p(1, "private domains attacked in the experiments (the first N); 0 = all")
+    methods: list[str] = _p(["lora", "textual_inversion"], "fine-tuning methods of the main experiment (every "
+                            f"method: {', '.join(EXPERIMENT_METHODS)})")
+    experiment_domains: int = _p(0, "private domains attacked in the experiments (the first N); 0 = all")
     seeds: list[int] = _p([0], "seeds of the experiments (SP set, fine-tuning, attack noise)")
-    conditions: list[str] = _p(["s2l", "cross_domain", "real_nonmember"],
+    conditions: list[str] = _p(["s2l", "cross_domain"],
                                "fine-tuning conditions: s2l | cross_domain | real_nonmember | domain_transfer")
-    main_extraction_samples: int = _p(64, "experiments: generations per model for the extraction counts")
+    main_extraction_samples: int = _p(400, "experiments: generations per model for the extraction counts; 400 "
+                                      "lets a model copying 1% of them show a count whose 95% CI excludes 0")
     n_bootstrap: int = _p(2000, "bootstrap draws of every confidence interval and p-value; the smallest p is "
                           "2/(draws+1), and Holm over m verdicts needs 0.05/m: 2000 serves up to 50")
     multiplicity: str = _p("holm", "correction for multiple comparisons within each family of verdicts (one "
@@ -253,6 +261,15 @@ def _validate(p: Params) -> None:
         raise ConfigError(f"secmi_t {p.secmi_t} must be a multiple of secmi_k {p.secmi_k} (the DDIM stride)")
     if not 0 <= p.name_only_captions <= 1:
         raise ConfigError(f"parameter 'name_only_captions' must be in [0, 1], got {p.name_only_captions}")
+    if any(count < 1 for count in p.member_duplicates) or len(p.member_duplicates) > p.members_per_domain:
+        raise ConfigError(f"parameter 'member_duplicates' must list at most members_per_domain "
+                          f"({p.members_per_domain}) counts, each >= 1; got {p.member_duplicates}")
+    if not 0 <= p.nonmember_shift <= 1:
+        raise ConfigError(f"parameter 'nonmember_shift' must be in [0, 1], got {p.nonmember_shift}")
+    if p.data_dir and (p.member_duplicates or p.nonmember_shift):
+        raise ConfigError("member_duplicates and nonmember_shift shape the miniature world, but data_dir "
+                          f"({p.data_dir!r}) brings real data: set them to [] and 0 (real data states its "
+                          "duplicates in a 'duplicates' column of metadata.jsonl)")
     if not 0 <= p.caption_dropout < 1:  # 1 would never show the model a caption
         raise ConfigError(f"parameter 'caption_dropout' must be in [0, 1), got {p.caption_dropout}")
     if not 0 < p.extraction_false_positives < 1:  # 0: nothing could count; >= 1: a false copy is expected

@@ -5,13 +5,18 @@ several *conditions* and every model is attacked on the same images:
 
 * ``s2l``: on the attacked domain's SP set (the attack);
 * ``cross_domain``: on another private domain's SP set (control: plain fine-tuning on synthetic data of the
-  same kind, but without knowledge of this domain);
+  same kind, but without knowledge of this domain). For a method with a textual-inversion token
+  (``finetune.trains_token``) the captions are relabelled with the attacked domain's name, which the token
+  replaces: the token trains as long, on as much synthetic data, as under S2L, but learns another identity;
 * ``real_nonmember``: on real held-out images of the attacked domain (control: real fresh data of the domain);
 * ``domain_transfer``: on the SP set plus real images of the public domains closest to it (S2L-DomainTrans).
 
 The S2L effect is S2L minus the cross-domain control, not after minus before: fine-tuning of any kind can move
 the attacks. The domain's non-members are split in two: the first half is the real-data control's training
 set, the second half the non-members every model is scored on, so no model is scored on its training images.
+The target's results also hold the blind baseline (``attacks.blind``: a model-free member / non-member
+classifier) on the attacked domain's images; it needs no model, so no comparison includes it, and
+``blind_summary`` gives its AUC: how far members and non-members can be told apart without any model.
 Each model of a cell is saved in its own folder and read back on a rerun, so an interrupted notebook resumes.
 Every CI, p-value and verdict is computed from the cells' raw scores and extraction matches by ``stats``.
 """
@@ -30,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import finetune, paths, pretrain, stats, synthesis, world
-from .attacks import extraction, suite
+from .attacks import blind, extraction, suite
 from .config import ConfigError, Params
 
 CONDITIONS = ("s2l", "cross_domain", "real_nonmember", "domain_transfer")
@@ -107,7 +112,13 @@ def training_set(condition: str, params: Params, data: world.ImageFolderData, ta
                          ignore_index=True)
         return _view(_absolute(data), rows)
     if condition == "cross_domain":
-        return synthesis.ensure_sp_set(params, data, target, cross_domain_of(data, domain), progress)
+        other = cross_domain_of(data, domain)
+        sp = synthesis.ensure_sp_set(params, data, target, other, progress)
+        if not finetune.trains_token(params.method):
+            return sp
+        # the token stands for the attacked domain's name: without it in the captions it would never train and
+        # the control would reach the domain through an untrained token (see the module docstring)
+        return _view(sp, sp.meta.assign(text=sp.meta["text"].str.replace(other, domain, regex=False)))
     if condition == "real_nonmember":
         control, _ = split_nonmembers(data, domain)
         return _view(data, control.assign(split="member", text=world.domain_prompt(domain)))
@@ -149,7 +160,8 @@ def run_cell(params: Params, data: world.ImageFolderData, target, out_dir: Path,
 
 def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderData, target, domain: str,
                         folder: Path, context: dict, device: str, progress: bool) -> None:
-    """Fine-tune (unless ``condition`` is the target itself), attack, and save the results into ``folder``."""
+    """Fine-tune (unless ``condition`` is the target itself), attack, and save the results into ``folder``; the
+    target's results also hold the blind baseline's scores (attack ``blind``)."""
     started = time.perf_counter()
     if not context:
         context["evaluation"] = evaluation_view(data)
@@ -159,8 +171,14 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
         context["calibration"] = suite.extraction_calibration(evaluation, evaluation.private_domains,
                                                               context["training"][1], params,
                                                               generations=params.main_extraction_samples)
-    pipe, rewrite = target, None
-    if condition != BEFORE:
+    pipe, rewrite, model_free = target, None, None
+    if condition == BEFORE:
+        # the blind baseline needs no model: stored once, with the target's results, fitted on every private
+        # domain of the evaluation view (the images every model is scored on) and kept for the attacked one
+        evaluation = context["evaluation"]
+        model_free = blind.blind_scores(evaluation, evaluation.private_domains, params.image_size, params.seed)
+        model_free = model_free[model_free["domain"] == domain]
+    else:
         trained_on = training_set(condition, params, data, target, domain, progress)
         # fine-tune a copy of the very target attacked here (where it was loaded from): a cell's seed varies the
         # SP set and the fine-tuning, while params.seed would otherwise also select a target pretrained with it
@@ -168,7 +186,8 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
                                    base=pretrain.target_source(params, target))
         tuned = finetune.load_finetuned(result.folder, device)
         pipe, rewrite = tuned.pipe, tuned.rewrite
-    scores = suite.membership_scores(pipe, context["evaluation"], [domain], params, rewrite, progress=False)
+    scores = pd.concat([suite.membership_scores(pipe, context["evaluation"], [domain], params, rewrite,
+                                                progress=False), model_free], ignore_index=True)
     sample_params = dataclasses.replace(params, extraction_samples=params.main_extraction_samples)
     generations, prompted = suite.generate_for_domains(pipe, [domain], sample_params, rewrite, progress=False)
     rows, images = context["training"]
@@ -195,7 +214,8 @@ PLAN_PARAMS = ("models", "attack_domains", "extraction_samples", "preview_sample
 # The code version of a cell's results, part of the cell and target-results keys: bump it whenever what a cell
 # computes changes for unchanged parameters (training sets of the conditions, attacks, extraction). A cell's key
 # also holds the versions of the SP sets and fine-tunes it uses; the target's own is in its key. 2: issue 11.
-CELL_VERSION = 2
+# 3: issue 12 (the blind baseline in the target's results, the token methods' cross-domain control).
+CELL_VERSION = 3
 
 
 def cell_dir(params: Params, target=None) -> Path:
@@ -301,21 +321,62 @@ def _effect_text(row: pd.Series) -> str:
     return f"{row['delta']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]{mark}"
 
 
-def paper_table(summary: pd.DataFrame, attacks=("secmi_ldm", "pia", "loss")) -> pd.DataFrame:
-    """Rows = methods. Per attack: AUC before and after S2L, and the S2L effect on attack *strength* (change of
-    |AUC - 0.5| against the cross-domain control, with its 95% CI; ↑ / ↓ where the corrected verdict is up /
-    down). Extraction: copies of the attacked domain's own members per cell before and after, the S2L effect
-    on them, and the distinct own members copied after S2L. The shape of the paper's main table."""
+def auc_text(row: pd.Series) -> str:
+    """An AUC with its 95% CI (a row of ``blind_summary``)."""
+    return f"{row['auc']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}]"
+
+
+ALL_METHODS = "all methods"  # blind_summary's row over every cell
+# the drift statistics the tables and the report show, those ``stats`` judges: the median distance of a generation
+# to its nearest training image, to the nearest of the prompted identity, and the share nearest to that identity
+DRIFT_SHOWN = ("nearest_median", "own_nearest_median", "identity_accuracy")
+
+
+def blind_summary(scores: pd.DataFrame, n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """The blind baseline's AUC (``attacks.blind``: a member / non-member classifier that never sees a model) per
+    method and over every cell (method ``ALL_METHODS``), averaged over cells with its cluster-bootstrap 95% CI,
+    like every MIA AUC: columns method, auc, lo, hi, cells, domains, draws. Near 0.5 members and non-members
+    cannot be told apart without the model, so the MIA AUCs measure what the model leaks; well above 0.5 that
+    much separation needs no model."""
+    rows = scores[(scores["attack"] == blind.ATTACK) & (scores["condition"] == BEFORE)]
+    if rows.empty:
+        raise ValueError(f"the scores hold no blind-baseline rows (attack {blind.ATTACK!r} of the target): cells "
+                         f"computed before CELL_VERSION 3? Run them again")
+    estimates = stats.cell_estimates(rows, pd.DataFrame(columns=["domain"]), n_bootstrap, seed)
+    auc = (estimates.rows["metric"] == "auc").to_numpy()
+    estimates = stats.Estimates(estimates.rows[auc].reset_index(drop=True), estimates.draws[auc])
+    overall = stats.Estimates(estimates.rows.assign(method=ALL_METHODS), estimates.draws)
+    table = pd.concat([stats.combine(e, ["method"], seed) for e in (estimates, overall)], ignore_index=True)
+    return table.rename(columns={"value": "auc"})[["method", "auc", "lo", "hi", "cells", "domains", "draws"]]
+
+
+def duplication_classes(summary: pd.DataFrame) -> list[int]:
+    """The duplication classes k of the per-class extraction metrics (``own_copies_{k}x``), largest first."""
+    found = summary["metric"].str.extract(r"^own_copies_(\d+)x$")[0].dropna()
+    return sorted({int(k) for k in found}, reverse=True)
+
+
+def paper_table(summary: pd.DataFrame, attacks=("secmi_ldm", "pia", "loss"),
+                blind_auc: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows = methods. The blind baseline's AUC with its CI (``blind_summary``, when given); per attack: AUC
+    before and after S2L, and the S2L effect on attack *strength* (change of |AUC - 0.5| against the
+    cross-domain control, with its 95% CI; ↑ / ↓ where the corrected verdict is up / down). Extraction: copies
+    of the attacked domain's own members per cell before and after, the S2L effect on them, the same for the
+    most duplicated class of members when members are duplicated, and the distinct own members copied after
+    S2L. The shape of the paper's main table."""
+    columns = [(attack, attack, "auc", stats.STRENGTH) for attack in attacks]
+    columns.append(("own copies", stats.EXTRACTION, "own_copies", "own_copies"))
+    columns += [(f"own copies {k}x", stats.EXTRACTION, stats.class_metric("own_copies", k),
+                 stats.class_metric("own_copies", k)) for k in duplication_classes(summary)[:1] if k > 1]
+    blind_by_method = {} if blind_auc is None else {r["method"]: auc_text(r) for _, r in blind_auc.iterrows()}
     out = {}
     for method, group in summary.groupby("method", sort=False):
-        row = {}
-        for attack, (before_after, effect) in {**{a: ("auc", stats.STRENGTH) for a in attacks},
-                                               stats.EXTRACTION: ("own_copies", "own_copies")}.items():
+        row = {"blind AUC": blind_by_method[method]} if method in blind_by_method else {}
+        for name, attack, before_after, effect in columns:
             mine = group[group["attack"] == attack]
             after = mine[(mine["comparison"] == AFTER) & (mine["metric"] == before_after)]
             if after.empty:
                 continue
-            name = "own copies" if attack == stats.EXTRACTION else attack
             row[f"{name} before"], row[f"{name} after"] = after["before"].iloc[0], after["after"].iloc[0]
             gain = mine[(mine["comparison"] == EFFECT) & (mine["metric"] == effect)]
             if len(gain):
@@ -325,3 +386,51 @@ def paper_table(summary: pd.DataFrame, attacks=("secmi_ldm", "pia", "loss")) -> 
             row["own distinct after"] = distinct["after"].iloc[0]
         out[method] = row
     return pd.DataFrame.from_dict(out, orient="index")
+
+
+def _before_after_effect(summary: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Per method and metric (in the order of ``metrics``): mean before and after S2L, after − before and the
+    S2L effect with their CIs; empty when the summary has none of ``metrics``."""
+    rows = summary[summary["metric"].isin(metrics) & summary["comparison"].isin([AFTER, EFFECT])]
+    out = {}
+    for method in dict.fromkeys(rows["method"]):
+        for metric in metrics:
+            entry = {}
+            for _, row in rows[(rows["method"] == method) & (rows["metric"] == metric)].iterrows():
+                if row["comparison"] == AFTER:
+                    entry.update(before=row["before"], after=row["after"], **{"after − before": _effect_text(row)})
+                else:
+                    entry["S2L effect"] = _effect_text(row)
+            if entry:
+                out[method, metric] = entry
+    return pd.DataFrame.from_dict(out, orient="index").rename_axis(["method", "metric"]) if out else pd.DataFrame()
+
+
+def extraction_by_class(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per method and duplication class of the attacked domain's members (largest first): copies of them per
+    cell (``own_copies_{k}x``) and distinct members copied (``own_distinct_{k}x``), before and after S2L, with
+    after − before and the S2L effect (95% CIs); empty when the summary has no per-class metrics."""
+    return _before_after_effect(summary, [stats.class_metric(kind, k) for k in duplication_classes(summary)
+                                          for kind in ("own_copies", "own_distinct")])
+
+
+def drift_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per method, where the attacked domain's generations lie relative to the training data (``DRIFT_SHOWN``)
+    before and after S2L, with after − before and the S2L effect (95% CIs): a rise of ``nearest_median`` moved
+    them away from the training images, a fall towards them; empty when the summary has no drift metrics."""
+    return _before_after_effect(summary, list(DRIFT_SHOWN))
+
+
+def effect_panels(summary: pd.DataFrame, comparison: str = EFFECT) -> dict[str, pd.DataFrame]:
+    """The ``comparison`` deltas of a summary for ``plots.effect_panels``, by panel: membership-inference
+    strength per attack, own copies per duplication class, and the drift statistics; columns method, series,
+    delta, lo, hi. Panels with no rows are left out."""
+    rows = summary[summary["comparison"] == comparison]
+    classes = {stats.class_metric("own_copies", k): f"{k}x" for k in duplication_classes(summary)}
+    panels = {
+        "membership inference: Δ |AUC − 0.5|": rows[rows["metric"] == stats.STRENGTH].assign(series=rows["attack"]),
+        "extraction: Δ own copies per cell, by duplication": rows[rows["metric"].isin(classes)].assign(
+            series=rows["metric"].map(classes)),
+        "drift of the generations": rows[rows["metric"].isin(DRIFT_SHOWN)].assign(series=rows["metric"]),
+    }
+    return {title: panel[["method", "series", "delta", "lo", "hi"]] for title, panel in panels.items() if len(panel)}

@@ -20,8 +20,10 @@ def _show(ax, image: torch.Tensor, title: str | None = None, fontsize: int = 6) 
         ax.set_title(title, fontsize=fontsize)
 
 
-def world_overview(data: ImageFolderData, size: int, per_split: int = 4):
-    """One row per domain: ``per_split`` member then ``per_split`` non-member images (public: members only)."""
+def world_overview(data: ImageFolderData, size: int, per_split: int = 4, knobs: dict | None = None):
+    """One row per domain: ``per_split`` member then ``per_split`` non-member images (public: members only).
+    A member that appears more than once in the pre-training set is labelled with its count (×k); ``knobs``
+    (name -> value, e.g. the world's ``member_duplicates`` and ``nonmember_shift``) are stated in the title."""
     domains = data.private_domains + data.public_domains
     cols = 2 * per_split
     fig, axes = plt.subplots(len(domains), cols, figsize=(cols * 0.8 + 1.8, len(domains) * 0.8 + 0.4),
@@ -33,14 +35,18 @@ def world_overview(data: ImageFolderData, size: int, per_split: int = 4):
         for col, ax in enumerate(axes[row]):
             ax.axis("off")
             if col < len(picks):
-                _show(ax, images[col])
+                copies = int(picks.iloc[col]["duplicates"])
+                _show(ax, images[col], f"×{copies}" if copies > 1 else None)
                 ax.axis("on")
                 for spine in ax.spines.values():
                     spine.set_color("tab:red" if picks.iloc[col]["split"] == "nonmember" else "tab:blue")
         private = domain in data.private_domains
         axes[row, 0].set_ylabel(f"{domain}\n({'private' if private else 'public'})", rotation=0, ha="right",
                                 va="center", fontsize=7)
-    fig.suptitle("The miniature world: blue frame = pre-training member, red = held-out non-member", fontsize=9)
+    title = "The miniature world: blue frame = pre-training member (×k: in it k times), red = held-out non-member"
+    if knobs:
+        title += "\n" + ", ".join(f"{name} = {value}" for name, value in knobs.items())
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -181,6 +187,55 @@ def distance_histogram(generated: pd.DataFrame, heldout: np.ndarray, threshold: 
     return fig
 
 
+def copies_by_duplication(table: pd.DataFrame, title: str = ""):
+    """Copies per duplication class (``extraction.counts_by_duplication`` rows, with a ``model`` column), one
+    bar per model: distinct own members copied (left; a grey bar behind shows the members of the class when
+    the table has them) and generations copying them (right). Read: memorisation concentrated on the heavily
+    duplicated members shows as bars on the left of each panel only."""
+    classes = sorted(table["duplicates"].unique(), reverse=True)
+    models = list(dict.fromkeys(table["model"]))
+    x, width = np.arange(len(classes)), 0.8 / len(models)
+    fig, axes = plt.subplots(1, 2, figsize=(1.2 * len(classes) + 3.5, 2.8))
+    for ax, value, label in ((axes[0], "distinct_own", "distinct own members copied"),
+                             (axes[1], "extracted_own", "generations copying them")):
+        if value == "distinct_own" and "members" in table:
+            members = table.groupby("duplicates")["members"].max().reindex(classes)
+            ax.bar(x, members, 0.9, color="lightgrey", label="members of the class")
+        for k, (model, color) in enumerate(zip(models, sns.color_palette("Set1", len(models)))):
+            rows = table[table["model"] == model].set_index("duplicates").reindex(classes)
+            ax.bar(x + (k - (len(models) - 1) / 2) * width, rows[value].fillna(0), width, color=color, label=model)
+        ax.set_xticks(x, [f"{k}x" for k in classes], fontsize=7)
+        ax.set(xlabel="times the member appears in pre-training", ylabel=label)
+    axes[0].legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def nearest_distance_boxes(matches: pd.DataFrame, threshold: float, title: str = ""):
+    """Per model, the distribution of its generations' distance to the nearest training image and to the
+    nearest training image of the prompted identity (boxes: quartiles and median; whiskers: 10% and 90%), with
+    the extraction threshold: generations left of it are copies. Boxes further right than another model's:
+    generations further from the training data."""
+    models = list(dict.fromkeys(matches["model"]))
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(models) + 1.2))
+    y = np.arange(len(models))
+    for offset, column, color, label in ((-0.18, "distance", "tab:blue", "nearest training image"),
+                                         (0.18, "own_distance", "tab:orange", "nearest of the prompted identity")):
+        data = [matches.loc[matches["model"] == m, column].dropna().to_numpy() for m in models]
+        ax.boxplot(data, positions=y + offset, widths=0.3, orientation="horizontal", whis=(10, 90), showfliers=False,
+                   patch_artist=True, boxprops={"facecolor": color, "alpha": 0.5},
+                   medianprops={"color": "black"}, label=label)
+    ax.axvline(threshold, color="tab:red", ls="--", label=f"threshold {threshold:.3f}")
+    ax.set_yticks(y, models, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="distance (tiled RMS)", title=title)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
 def effect_forest(summary: pd.DataFrame, metric: str = "auc", comparisons: list[str] | None = None,
                   row: str = "method", title: str = ""):
     """Deltas with 95% CIs, one panel per attack, one row per ``row`` value, one colour per comparison; a line
@@ -206,6 +261,34 @@ def effect_forest(summary: pd.DataFrame, metric: str = "auc", comparisons: list[
     axes[0, 0].set_yticks(np.arange(len(labels)), labels, fontsize=7)
     axes[0, 0].invert_yaxis()
     axes[0, -1].legend(fontsize=6, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def effect_panels(panels: dict[str, pd.DataFrame], row: str = "method", title: str = ""):
+    """Deltas with 95% CIs side by side, one panel per entry of ``panels`` (title -> rows with ``row``, series,
+    delta, lo, hi; e.g. ``experiment.effect_panels``), one colour per series, a line at 0."""
+    labels = list(dict.fromkeys(str(v) for panel in panels.values() for v in panel[row]))
+    most = max((panel["series"].nunique() for panel in panels.values()), default=1)
+    width = max(len(panels), 1)
+    fig, axes = plt.subplots(1, width, figsize=(3.2 * width + 1.5, 0.3 * len(labels) * most + 1.4), squeeze=False,
+                             sharey=True)
+    for ax, (name, panel) in zip(axes[0], panels.items()):
+        series = list(dict.fromkeys(panel["series"]))
+        colors = dict(zip(series, sns.color_palette("Set1", len(series))))
+        for k, label in enumerate(series):
+            sub = panel[panel["series"] == label]
+            sub = sub.set_index(sub[row].astype(str)).reindex(labels)
+            y = np.arange(len(labels)) + (k - (len(series) - 1) / 2) * 0.8 / len(series)
+            ax.errorbar(sub["delta"], y, xerr=[sub["delta"] - sub["lo"], sub["hi"] - sub["delta"]], fmt="o", ms=3,
+                        lw=1, color=colors[label], label=label)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(name, fontsize=8)
+        ax.legend(fontsize=6, loc="best")
+    axes[0, 0].set_yticks(np.arange(len(labels)), labels, fontsize=7)
+    axes[0, 0].invert_yaxis()
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -24,19 +24,31 @@ from .training import TrainSpec, train
 from .world import WORLD_VERSION, ImageFolderData, domain_prompt
 
 # Parameters that change the trained weights; anything else (checkpoint_every, attack sizes) does not.
+# nonmember_shift is not one of them: the target never trains on non-members, and the captions (so the tokenizer's
+# vocabulary) do not move with it (tests/test_world.py), so a shifted world reuses the i.i.d. world's target.
 TARGET_PARAMS = ("world_seed", "image_size", "private_domains", "members_per_domain", "nonmembers_per_domain",
                  "public_domains", "images_per_public_domain", "name_only_captions", "varied_captions", "data_dir",
                  "domains_file", "unet_channels", "text_width", "seed", "pretrain_steps", "pretrain_batch_size",
                  "pretrain_lr", "caption_dropout")
+# Parameters that change the weights only away from their neutral value: they enter the key only then, so the
+# targets trained before they existed keep their keys.
+TARGET_KNOBS = {"member_duplicates": []}
 # Bumped whenever pretraining changes for unchanged parameters (2: caption dropout), so no stale target is reused.
 TARGET_VERSION = 2
 PIPELINE = "pipeline"
 HISTORY = "history.csv"
 
 
+def target_parameters(params: Params) -> dict:
+    """The values of every parameter that changes the target's weights (``TARGET_KNOBS`` only when set)."""
+    values = params.to_dict()
+    knobs = [name for name, neutral in TARGET_KNOBS.items() if values[name] != neutral]
+    return {name: values[name] for name in (*TARGET_PARAMS, *knobs)}
+
+
 def target_key(params: Params) -> str:
     """The miniature target's identity: its code version, the world's, and every parameter that changes its weights."""
-    return f"v{TARGET_VERSION}-w{WORLD_VERSION}-{params.digest(*TARGET_PARAMS)}"
+    return f"v{TARGET_VERSION}-w{WORLD_VERSION}-{params.digest(*target_parameters(params))}"
 
 
 def target_dir(params: Params) -> Path:
@@ -81,12 +93,12 @@ def pretrain_target(params: Params, data: ImageFolderData, device: str = "cpu", 
     if (folder / PIPELINE / "model_index.json").is_file():
         return load_pipeline(folder / PIPELINE, device), pd.read_csv(folder / HISTORY)
 
-    rows = data.pretraining_set()
+    rows = data.pretraining_samples()
     images = data.load_images(rows, params.image_size)
     pipe = build_miniature(params, data.meta["text"]).to(device)
     model = DiffusionModel(pipe)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.json").write_text(json.dumps({k: params.to_dict()[k] for k in TARGET_PARAMS}, indent=1))
+    (folder / "params.json").write_text(json.dumps(target_parameters(params), indent=1))
     losses = train(model, {"unet": pipe.unet, "text_encoder": pipe.text_encoder}, images, list(rows["text"]),
                    train_spec(params), checkpoint_dir=folder / "checkpoints", stop_after=stop_after,
                    progress=progress, description="pretraining target")

@@ -8,8 +8,8 @@ The verdict rule (``stats``): a membership estimate counts on attack *strength*,
 an inverted attack moving towards 0.5 is weaker; an estimate is "up" or "down" only when its bootstrap p-value,
 adjusted for multiplicity within its family (one comparison and metric over every method x attack), is below
 5%; a claim agrees "partly" only when its ups exceed both the downs and what chance gives (2.5% of the
-estimates each way). Ups of methods with a textual-inversion token are flagged: under the cross-domain control
-their token never trains, so their S2L effect is confounded.
+estimates each way). Beside the MIA numbers stands the blind baseline's AUC (``experiment.blind_summary``):
+how far members and non-members can be told apart without any model.
 """
 
 from __future__ import annotations
@@ -21,16 +21,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import finetune, stats, synthesis
-from .config import Params
-from .experiment import AFTER, EFFECT, summarize
-from .finetune.textual_inversion import TextualInversion
+from . import stats, synthesis
+from .attacks import blind
+from .experiment import (AFTER, ALL_METHODS, EFFECT, auc_text, blind_summary, drift_table, duplication_classes,
+                         extraction_by_class, summarize)
 
 TRANSFER = "DomainTrans - S2L"
-TABLES = {"main": ("11_s2l_main", "s2l_summary"), "ablations": ("12_ablations", "ablation_summary"),
+TABLES = {"main": ("11_s2l_main", "s2l_summary"), "blind": ("11_s2l_main", "blind_summary"),
+          "ablations": ("12_ablations", "ablation_summary"),
           "map": ("12_ablations", "s2l_map"), "transfer": ("13_domain_transfer", "transfer_summary")}
 SWEEP_TABLES = ("s2l_scores", "s2l_extraction")  # what a sweep of notebook 11 collects for the report
 SWEEP_COLUMNS = ("table", "run_dir", "notebook")  # the collector's bookkeeping, not the cells' labels
+TOKEN_CONTROL = ("For methods with a textual-inversion token (textual inversion, TI+LoRA) the control's captions "
+                 "name the attacked domain, whose name the token replaces: the token trains as long as under S2L, "
+                 "on another identity's images.")
 # what the paper claims (arXiv 2403.09450 v1 abstract and its third-party summaries; see shared notes)
 PAPER_MIA_GAIN = 0.054
 PAPER_EXTRACTED = 16.3
@@ -61,8 +65,9 @@ def _sweep_part(collected: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def from_sweep(path: str | Path, n_bootstrap: int = 2000, seed: int = 0, correction: str = "holm") -> dict:
-    """The main summary recomputed from a sweep's collected table (``python -m s2l_utils.sweep``): its raw
-    ``s2l_scores`` and ``s2l_extraction`` rows of every shard, through the very ``summarize`` notebook 11 uses."""
+    """The main summary (and the blind baseline's, when the cells hold it) recomputed from a sweep's collected
+    table (``python -m s2l_utils.sweep``): its raw ``s2l_scores`` and ``s2l_extraction`` rows of every shard,
+    through the very ``summarize`` and ``blind_summary`` notebook 11 uses."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep results not found: {path} (run python -m s2l_utils.sweep ... first)")
@@ -72,17 +77,11 @@ def from_sweep(path: str | Path, n_bootstrap: int = 2000, seed: int = 0, correct
         raise ValueError(f"{path} lacks the tables {sorted(set(SWEEP_TABLES) - found)}: collect the sweep with "
                          f"tables: [{', '.join(SWEEP_TABLES)}]")
     scores, matches = (_sweep_part(collected, name) for name in SWEEP_TABLES)
-    return {"main": summarize(scores, matches, ["method", "comparison", "attack", "metric"], n_bootstrap, seed,
-                              correction)}
-
-
-def confounded_methods(methods) -> list[str]:
-    """The methods that attack through a textual-inversion token (textual inversion and its combinations): under
-    the cross-domain control the captions name another identity, so the token never trains and their S2L
-    effect also measures what losing the name costs the attacks."""
-    defaults = Params()
-    return [m for m in methods if m in finetune.METHODS
-            and any(isinstance(part, TextualInversion) for part in finetune.METHODS[m].parts(defaults))]
+    tables = {"main": summarize(scores, matches, ["method", "comparison", "attack", "metric"], n_bootstrap, seed,
+                                correction)}
+    if (scores["attack"] == blind.ATTACK).any():
+        tables["blind"] = blind_summary(scores, n_bootstrap, seed)
+    return tables
 
 
 def _ci(row) -> str:
@@ -94,22 +93,54 @@ def _counted(counts: dict) -> str:
             f"(uncorrected {counts['raw_up']} / {counts['raw_down']}; chance {counts['chance']:.1f} each way)")
 
 
-def _confounded_ups(rows: pd.DataFrame, label) -> str:
-    """Which ups come from a method whose control is confounded, and the verdict without them."""
-    confounded = confounded_methods(dict.fromkeys(rows["method"]))
-    ups = rows[(rows["verdict"] == "up") & rows["method"].isin(confounded)]
-    if ups.empty:
-        return ""
-    rest = rows[~rows["method"].isin(confounded)]
-    return (f"; confounded control ({', '.join(confounded)}: their token never trains under it) for the ups of "
-            + ", ".join(label(r) for r in ups.itertuples())
-            + f"; without them: {stats.agreement(stats.tally(rest)) if len(rest) else 'no estimates left'}")
+def blind_claim(table: pd.DataFrame) -> dict:
+    """What the blind baseline's AUC over every cell means for the MIA numbers, in words."""
+    row = table[table["method"] == ALL_METHODS].iloc[0]
+    shifted = row["lo"] > 0.5
+    meaning = (f"members and non-members differ without any model: an MIA AUC up to about {row['auc']:.2f} needs "
+               "no leakage, so only an attack well above it, or a difference between models scored on the same "
+               "images (the S2L effect), speaks of the model" if shifted else
+               "no better than chance: members and non-members cannot be told apart without the model, so the "
+               "MIA AUCs are about what the model leaks")
+    return {"claim": "(the data) a membership-inference AUC measures leakage, not a difference between members "
+                     "and non-members that needs no model (blind baseline)",
+            "measured": f"blind AUC {auc_text(row)} over {row['cells']} cells ({row['domains']} domains): {meaning}",
+            "agrees": "no: separable without the model" if shifted else "yes"}
+
+
+def drift_claim(main: pd.DataFrame) -> dict | None:
+    """Whether S2L moved the attacked domain's generations towards the training images or away from them: the
+    S2L effect on the median distance of a generation to its nearest training image, per method."""
+    drift = main[main["metric"] == "nearest_median"]
+    gain, after = drift[drift["comparison"] == EFFECT], drift[drift["comparison"] == AFTER]
+    if gain.empty:
+        return None
+    towards = {"up": "away", "down": "towards", "no change": "no shown change"}
+    per_method = "; ".join(f"{r['method']} {_ci(r)} ({towards.get(r['verdict'], r['verdict'])})"
+                           for _, r in gain.iterrows())
+    means = main[(main["comparison"] == AFTER) & main["metric"].isin(["own_nearest_median", "identity_accuracy"])]
+    means = means.groupby("metric")[["before", "after"]].mean()
+    others = "".join(f"; {name} {means.loc[metric, 'before']:.3f} → {means.loc[metric, 'after']:.3f}"
+                     for metric, name in (("own_nearest_median", "to the nearest own member"),
+                                          ("identity_accuracy", "identity accuracy")) if metric in means.index)
+    # moving towards the training data is a fall of the distance: count it as the claim's "up"
+    counts = stats.tally(gain.assign(delta=-gain["delta"], verdict=gain["verdict"].map(
+        {"up": "down", "down": "up"}).fillna(gain["verdict"])))
+    return {"claim": "(drift) S2L moves the attacked domain's generations towards its training images (a fall of "
+                     "their median distance to the nearest one)",
+            "measured": f"S2L effect on the median distance of a generation to its nearest training image "
+                        f"(+ = away): {per_method}. Target {after['before'].mean():.3f} → after S2L "
+                        f"{after['after'].mean():.3f}{others}",
+            "agrees": stats.agreement(counts)}
 
 
 def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
-    """Each claim of the paper, what this reproduction measured, and whether it agrees (``stats.agreement``)."""
+    """Each claim of the paper, what this reproduction measured, and whether it agrees (``stats.agreement``);
+    with the blind baseline (``tables["blind"]``), what its AUC means for the MIA numbers."""
     main = tables["main"]
     out = []
+    blind_auc = (f"; blind AUC {auc_text(tables['blind'].set_index('method').loc[ALL_METHODS])}"
+                 if "blind" in tables else "")
     strength = main[(main["comparison"] == EFFECT) & (main["metric"] == stats.STRENGTH)]
     auc = main[(main["comparison"] == AFTER) & (main["metric"] == "auc")]
     for attack in dict.fromkeys(strength["attack"]):
@@ -121,29 +152,37 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
                      f"{attack}",
             "measured": f"S2L effect on strength |AUC − 0.5| over {len(rows)} methods: mean "
                         f"{rows['delta'].mean():+.3f}; {_counted(counts)}; largest {best['method']} {_ci(best)}. "
-                        f"AUC target {before_after['before'].mean():.3f}, after S2L {before_after['after'].mean():.3f}"
-                        + _confounded_ups(rows, lambda r: r.method),
+                        f"AUC target {before_after['before'].mean():.3f}, after S2L "
+                        f"{before_after['after'].mean():.3f}{blind_auc}",
             "agrees": stats.agreement(counts)})
     if len(strength):
         counts = stats.tally(strength)
         out.append({"claim": "S2L makes membership inference stronger — over every method x attack",
-                    "measured": f"{_counted(counts)}" + _confounded_ups(strength, lambda r: f"{r.method}/{r.attack}"),
-                    "agrees": stats.agreement(counts)})
+                    "measured": _counted(counts), "agrees": stats.agreement(counts)})
+    if "blind" in tables:
+        out.append(blind_claim(tables["blind"]))
     extraction = main[main["attack"] == stats.EXTRACTION]
     if len(extraction):
         after = extraction[extraction["comparison"] == AFTER].set_index(["method", "metric"])
         gain = extraction[(extraction["comparison"] == EFFECT) & (extraction["metric"] == "own_copies")]
         distinct, copies = after.xs("own_distinct", level="metric"), after.xs("own_copies", level="metric")
         other = after.xs("other_copies", level="metric")
+        by_class = [(k, after.xs(stats.class_metric("own_copies", k), level="metric"))
+                    for k in duplication_classes(extraction)]
         counts = stats.tally(gain)
         out.append({
             "claim": f"S2L raises extraction from about 0 to {PAPER_EXTRACTED} distinct images per domain",
             "measured": f"distinct own members copied per cell: target {distinct['before'].mean():.2f}, after S2L "
                         f"{distinct['after'].mean():.2f} (max over methods {distinct['after'].max():.2f}); copies of "
-                        f"own members per cell {copies['before'].mean():.2f} → {copies['after'].mean():.2f}, of "
-                        f"other domains' images {other['before'].mean():.2f} → {other['after'].mean():.2f}; S2L "
+                        f"own members per cell {copies['before'].mean():.2f} → {copies['after'].mean():.2f}"
+                        + "".join(f" ({k}x members {c['before'].mean():.2f} → {c['after'].mean():.2f})"
+                                  for k, c in by_class) +
+                        f", of other domains' images {other['before'].mean():.2f} → {other['after'].mean():.2f}; S2L "
                         f"effect on copies of own members: {_counted(counts)}",
             "agrees": stats.agreement(counts)})
+    drift = drift_claim(main)
+    if drift:
+        out.append(drift)
     if "ablations" in tables:
         levels = tables["ablations"]
         levels = levels[(levels["ablation"] == "sp_level") & (levels["comparison"] == EFFECT)
@@ -219,13 +258,22 @@ def markdown(tables: dict[str, pd.DataFrame], profile: str, main_table: pd.DataF
     claims = pd.DataFrame(verdicts(tables))
     lines = [f"### Results on `{profile}`", "",
              f"Generated by `notebooks/14_report` from the result tables (code at commit `{commit or 'unknown'}`). "
-             "The S2L effect is S2L minus the cross-domain control (fine-tuning on another domain's SP set).", "",
+             "The S2L effect is S2L minus the cross-domain control (fine-tuning on another domain's SP set). "
+             + TOKEN_CONTROL, "",
              _rule(tables["main"]), "",
              claims.to_markdown(index=False), "",
-             "Main table (AUC before and after S2L; the S2L effect on attack strength |AUC − 0.5| with its 95% CI, "
-             "↑ / ↓ where the corrected verdict is up / down; copies of the attacked domain's own members per "
-             "cell):", "",
+             "Main table (the blind baseline's AUC, a classifier that never sees a model; AUC before and after S2L; "
+             "the S2L effect on attack strength |AUC − 0.5| with its 95% CI, ↑ / ↓ where the corrected verdict is "
+             "up / down; copies of the attacked domain's own members per cell, also of its most duplicated "
+             "members):", "",
              main_table.round(3).to_markdown(), ""]
+    for caption, table in (("Extraction per duplication class of the attacked domain's members (copies per cell "
+                            "and distinct members copied):", extraction_by_class(tables["main"])),
+                           ("Drift of the attacked domain's generations (median distance to the nearest training "
+                            "image, to the nearest of its own members, identity accuracy; + = away):",
+                            drift_table(tables["main"]))):
+        if len(table):
+            lines += [caption, "", table.round(3).reset_index().to_markdown(index=False), ""]
     lines += [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
 

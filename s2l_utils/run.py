@@ -6,16 +6,23 @@ only when it succeeded, so a finished-looking folder is always complete; a faile
 ``<notebook>.failed/`` with ``error.txt``. Finished runs are skipped unless ``--force``.
 
 ``-p name=value`` overrides a parameter (YAML syntax: ``-p unet_channels=[16,32]``). It must be declared by
-one of the notebooks being run. Overrides make an *effective profile* (``runs/<profile>-<hash>/profile.yaml``)
-that every notebook of the run reads, so a changed world or target is seen downstream too.
+one of the notebooks being run, or define the data or the target (``data_dir``, ``domains_file``, the world's
+and the target's parameters), which every notebook reads. Overrides make an *effective profile*
+(``runs/<profile>-<hash>/profile.yaml``) that every notebook of the run reads, so a changed world or target is
+seen downstream too.
+
+While a cell runs, the progress bar names it and, every ``HEARTBEAT_SECONDS``, how long it has been running.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import sys
+import threading
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -25,6 +32,9 @@ from .config import ConfigError, Params, check_names, load_profile, profile_valu
 from .notebook import METRICS_FILE, profile_name, write_json
 
 FAILED_SUFFIX = ".failed"
+SETUP_NOTEBOOK = "00_setup"  # its parameters are the world's
+HEARTBEAT_SECONDS = 30
+ENGINE = "s2l_heartbeat"
 
 
 def available_notebooks() -> list[Path]:
@@ -65,15 +75,28 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
+def data_and_target_parameters() -> set[str]:
+    """Parameters that define the data or the target: the set-up notebook's (the world), ``base_model`` and every
+    parameter of the target's weights. Every notebook reads them through the effective profile
+    (``world.load_data``, ``pretrain.load_target``), so they may be overridden whichever notebooks run."""
+    from .pretrain import TARGET_KNOBS, TARGET_PARAMS
+
+    setup = paths.notebooks_dir() / f"{SETUP_NOTEBOOK}.ipynb"
+    return {*declared_parameters(setup), "base_model", *TARGET_PARAMS, *TARGET_KNOBS} - {"profile", "run_dir"}
+
+
 def check_overrides(overrides: dict, notebooks: list[Path]) -> None:
-    """Every override must be a known parameter declared by at least one of the notebooks being run."""
+    """Every override must be a known parameter, declared by at least one of the notebooks being run or one of
+    the ``data_and_target_parameters``."""
     check_names(overrides)
     declared = {nb.stem: declared_parameters(nb) for nb in notebooks}
-    for name in overrides:
-        if not any(name in names for names in declared.values()):
-            listing = "; ".join(f"{nb}: {', '.join(sorted(names - {'profile', 'run_dir'}))}"
-                                for nb, names in declared.items())
-            raise ConfigError(f"parameter {name!r} is not declared by the notebooks being run ({listing})")
+    undeclared = sorted(set(overrides) - set().union(*declared.values()))
+    unused = sorted(set(undeclared) - data_and_target_parameters()) if undeclared else []
+    if unused:
+        listing = "; ".join(f"{nb}: {', '.join(sorted(names - {'profile', 'run_dir'}))}"
+                            for nb, names in declared.items())
+        raise ConfigError(f"parameter {unused[0]!r} is not declared by the notebooks being run ({listing}) and "
+                          "does not define the data or the target")
 
 
 def run_root(profile: str, overrides: dict) -> Path:
@@ -85,11 +108,51 @@ def run_root(profile: str, overrides: dict) -> Path:
     return base.with_name(f"{base.name}-{effective.digest(*sorted(overrides))}")
 
 
+def running_cell(nb, now: datetime) -> str | None:
+    """"cell 6/14 running for 2m30s" for the cell papermill marks as running in ``nb``; None between cells."""
+    for index, cell in enumerate(nb.cells):
+        state = cell.get("metadata", {}).get("papermill", {})
+        if state.get("status") == "running" and state.get("start_time"):
+            seconds = int((now - datetime.fromisoformat(state["start_time"])).total_seconds())
+            elapsed = f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+            return f"cell {index + 1}/{len(nb.cells)} running for {elapsed}"
+    return None
+
+
+def heartbeat(nb_man, stop: threading.Event, every: float = HEARTBEAT_SECONDS) -> None:
+    """Until ``stop`` is set, show the running cell's elapsed time in papermill's progress bar every ``every``
+    seconds: one in-place update of the bar (one line per beat in a log), not a stream of the cell's output."""
+    while not stop.wait(every):
+        if nb_man.pbar is not None:
+            nb_man.pbar.set_postfix_str(running_cell(nb_man.nb, datetime.now(timezone.utc)) or "")
+
+
+@functools.cache
+def _register_heartbeat_engine() -> None:
+    """papermill's nbclient engine with a ``heartbeat`` thread beside each execution, as engine ``ENGINE``."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class HeartbeatEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            stop = threading.Event()
+            beat = threading.Thread(target=heartbeat, args=(nb_man, stop, HEARTBEAT_SECONDS), daemon=True)
+            beat.start()
+            try:
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            finally:
+                stop.set()
+                beat.join()
+
+    papermill_engines.register(ENGINE, HeartbeatEngine)
+
+
 def execute(notebook: Path, profile_arg: str, root: Path, force: bool = False, timeout: int | None = None,
             log=print) -> Path:
     """Execute one notebook into ``root/<stem>``; returns the run folder. Raises on failure (kept as .failed)."""
     import papermill
 
+    _register_heartbeat_engine()
     final = root / notebook.stem
     if (final / METRICS_FILE).is_file() and not force:
         log(f"skip {notebook.stem}: finished run at {final} (use --force to rerun)")
@@ -102,7 +165,7 @@ def execute(notebook: Path, profile_arg: str, root: Path, force: bool = False, t
     try:
         papermill.execute_notebook(str(notebook), str(tmp / notebook.name),
                                    parameters={"profile": profile_arg, "run_dir": str(tmp)},
-                                   kernel_name="python3", cwd=str(paths.repo_root()),
+                                   kernel_name="python3", engine_name=ENGINE, cwd=str(paths.repo_root()),
                                    progress_bar={"desc": notebook.stem, "leave": True},
                                    execution_timeout=timeout)
         if not (tmp / METRICS_FILE).is_file():

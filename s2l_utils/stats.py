@@ -3,7 +3,18 @@
 * **Per cell**, from the raw per-image scores and per-generation extraction matches: every membership metric
   of every condition and attack (``attacks.metrics``), and the extraction counts: copies of the attacked
   domain's *own* members (``own_copies``, the S2L extraction metric), the distinct own members copied
-  (``own_distinct``) and copies of other domains' images (``other_copies``).
+  (``own_distinct``) and copies of other domains' images (``other_copies``). The first two also per
+  duplication class k of the domain's training images (how often a member appears in pre-training):
+  ``own_copies_{k}x`` and ``own_distinct_{k}x``, for every class the domain's matches list in ``own_classes``
+  (so every cell and condition of a domain has the same rows, classes nobody copied included).
+* **Drift of generations**, per cell and condition: the median and 10% / 90% quantiles of each generation's
+  distance to its nearest training image (``nearest_median``, ``nearest_q10``, ``nearest_q90``), the median
+  distance to the nearest training image of the prompted identity (``own_nearest_median``), and the share of
+  generations whose nearest training image is of the prompted identity (``identity_accuracy``). Under a
+  resample the quantiles are those of the resampled generations (``resampled_quantiles``). A drift metric
+  "up" means the fine-tune moved the domain's generations *away* from the training data (further from their
+  nearest training image, or from the identity's own images); "down", towards it (closer: nearer to
+  copying). Identity accuracy "up": more generations look most like the prompted identity.
 * **Attack strength** is the advantage |AUC - 0.5|: an attack whose score points the wrong way on a target
   (AUC < 0.5) and moves towards 0.5 gets *weaker*. Every membership verdict is on it; AUC stays for reading.
 * **Cluster bootstrap.** The domain is the unit of independence: the cells of a domain score the same images,
@@ -16,12 +27,16 @@
 * **p-values and multiplicity.** A two-sided bootstrap p-value per estimate (twice the smaller share of draws
   on either side of 0); within a *family* (one comparison and one metric of one summary, e.g. the S2L effect
   on advantage over every method x attack) the p-values are adjusted (Holm, or Benjamini-Hochberg), and an
-  estimate is "up" / "down" only when its adjusted p is below ``ALPHA``.
+  estimate is "up" / "down" only when its adjusted p is below ``ALPHA``. Judged (``is_judged``): attack
+  strength, the extraction counts, the per-class ``own_copies_{k}x``, the two drift medians and identity
+  accuracy; AUC, the per-class distinct counts and the outer quantiles are shown, not judged (each judged
+  metric would add a family of verdicts; the medians carry the drift's verdict).
 * **Claims** count the ups and downs of their estimates and set them against chance (``agreement``).
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -29,15 +44,20 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .attacks import metrics
+from .attacks import extraction, metrics
 
 ALPHA = 0.05
 CORRECTIONS = ("holm", "bh")
 STRENGTH = "advantage"
 EXTRACTION = "extraction"  # the "attack" of the extraction counts
 EXTRACTION_METRICS = ("own_copies", "own_distinct", "other_copies")
+# the drift's quantiles of the nearest-distance columns of the matches (plus identity_accuracy)
+DRIFT_QUANTILES = {"distance": {"nearest_median": 0.5, "nearest_q10": 0.1, "nearest_q90": 0.9},
+                   "own_distance": {"own_nearest_median": 0.5}}
 CELL_MEMBERSHIP_METRICS = ("auc", "advantage", "asr", "tpr@0fp", "tpr@1%fpr")
-JUDGED = (STRENGTH, *EXTRACTION_METRICS)  # metrics whose change gets a verdict (never AUC: see the docstring)
+# metrics whose change gets a verdict (never AUC, nor the drift's outer quantiles: see the docstring)
+JUDGED = (STRENGTH, *EXTRACTION_METRICS, "nearest_median", "own_nearest_median", "identity_accuracy")
+JUDGED_PER_CLASS = re.compile(r"own_copies_\d+x")
 _SCORE_ROW_COLUMNS = ("attack", "file_name", "is_member", "score", "condition")
 _GATHER_ELEMENTS = 4_000_000
 
@@ -68,7 +88,8 @@ def _wide(rows: pd.DataFrame, index: list[str], column: str, value: str, what: s
 def cell_estimates(scores: pd.DataFrame, matches: pd.DataFrame, n_bootstrap: int, seed: int = 0) -> Estimates:
     """Every cell's membership metrics (per condition and attack) and extraction counts (per condition), with
     ``n_bootstrap`` draws. ``scores``: cell, domain, condition, attack, file_name, is_member, score and the
-    cells' labels; ``matches``: cell, domain, condition, generation, extracted, nearest_domain, nearest_file."""
+    cells' labels; ``matches``: cell, domain, condition, generation and the match columns of
+    ``extraction.match_generations`` (``extraction.MATCH_COLUMNS``; older matches are refused)."""
     if n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be >= 1 for CIs and verdicts, got {n_bootstrap}")
     if scores.groupby("cell")["domain"].nunique().max() > 1:
@@ -97,26 +118,84 @@ def cell_estimates(scores: pd.DataFrame, matches: pd.DataFrame, n_bootstrap: int
     return Estimates(rows, np.concatenate(draws))
 
 
+def class_metric(metric: str, duplicates: int) -> str:
+    """A per-class extraction metric's name: ``own_copies`` of the 32x members is ``own_copies_32x``."""
+    return f"{metric}_{duplicates}x"
+
+
+def is_judged(metric: str) -> bool:
+    """Whether a change of ``metric`` gets a verdict (``JUDGED``, and ``own_copies`` per duplication class)."""
+    return metric in JUDGED or JUDGED_PER_CLASS.fullmatch(metric) is not None
+
+
 def _extraction_estimates(found: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator):
-    """Own copies, distinct own members copied and other-domain copies of each (cell, condition) of one domain,
-    resampling generation indices (generation i of every model shares its seed and prompt)."""
+    """The extraction metrics of each (cell, condition) of one domain, resampling generation indices (generation
+    i of every model shares its seed and prompt, so the draws are paired): own copies, distinct own members
+    copied and other-domain copies, the first two also per duplication class the domain's matches list, and
+    the drift statistics (quantiles of the nearest distances from the resampled generations' weights)."""
+    extraction.check_matches(found)
     found = found.assign(own=found["extracted"] & (found["nearest_domain"] == found["domain"]),
-                         other=found["extracted"] & (found["nearest_domain"] != found["domain"]))
-    index = ["cell", "condition"]
-    own = _wide(found, index, "generation", "own", "generations").to_numpy(bool)
-    other = _wide(found, index, "generation", "other", "generations").to_numpy(float)
-    files = _wide(found, index, "generation", "nearest_file", "generations")
-    codes, _ = pd.factorize(files.to_numpy()[own])
+                         other=found["extracted"] & (found["nearest_domain"] != found["domain"]),
+                         identity=found["nearest_domain"] == found["domain"])
+
+    def wide(column: str) -> pd.DataFrame:
+        return _wide(found, ["cell", "condition"], "generation", column, "generations")
+
+    own_table = wide("own")
+    keys = own_table.index.to_frame(index=False).assign(attack=EXTRACTION)
+    own, other = own_table.to_numpy(bool), wide("other").to_numpy(float)
+    files, duplicates = wide("nearest_file").to_numpy(), wide("nearest_duplicates").to_numpy(int)
+    identity = wide("identity").to_numpy(float)
+    codes, _ = pd.factorize(files[own])
     copied = np.zeros((*own.shape, codes.max(initial=-1) + 1))  # (model, generation, own member copied)
     copied[(*np.nonzero(own), codes)] = 1
-    weights = metrics.bootstrap_counts(rng, own.shape[1], n_bootstrap).astype(float)
-    keys = files.index.to_frame(index=False).assign(attack=EXTRACTION)
-    values = {"own_copies": (own.sum(1), own.astype(float) @ weights.T),
-              "own_distinct": (copied.any(1).sum(1), (np.matmul(copied.transpose(0, 2, 1), weights.T) > 0).sum(1)),
+    member_class = np.zeros(copied.shape[2], int)
+    member_class[codes] = duplicates[own]
+    counts = metrics.bootstrap_counts(rng, own.shape[1], n_bootstrap)
+    weights = counts.astype(float)
+    reached = np.matmul(copied.transpose(0, 2, 1), weights.T) > 0  # (model, own member, draw): copied in the draw
+    values = {"own_copies": (own.sum(1), own @ weights.T),
+              "own_distinct": (copied.any(1).sum(1), reached.sum(1)),
               "other_copies": (other.sum(1), other @ weights.T)}
+    for k in extraction.listed_classes(found):
+        of_class, members = own & (duplicates == k), member_class == k
+        values[class_metric("own_copies", k)] = (of_class.sum(1), of_class @ weights.T)
+        values[class_metric("own_distinct", k)] = (copied[:, :, members].any(1).sum(1), reached[:, members].sum(1))
+    for column, quantiles in DRIFT_QUANTILES.items():
+        if found[column].isna().all():  # own_distance: the domain has no training images
+            continue
+        distances = wide(column).to_numpy(float)
+        point = resampled_quantiles(distances, np.ones((1, own.shape[1]), int), list(quantiles.values()))
+        drawn = resampled_quantiles(distances, counts, list(quantiles.values()))
+        values |= {name: (point[i, :, 0], drawn[i]) for i, name in enumerate(quantiles)}
+    values["identity_accuracy"] = (identity.mean(1), identity @ weights.T / own.shape[1])
     frame = pd.concat([keys.assign(metric=name, value=point.astype(float)) for name, (point, _) in values.items()],
                       ignore_index=True)
     return frame, np.concatenate([drawn.astype(float) for _, drawn in values.values()])
+
+
+def resampled_quantiles(values: np.ndarray, counts: np.ndarray, quantiles) -> np.ndarray:
+    """(Q, V, B): each quantile (linear interpolation, as ``np.quantile``) of each row of ``values`` (V, n) in
+    each resample given as multiplicities ``counts`` (B, n). The j-th smallest value of a resample is the first
+    sorted value whose cumulative count exceeds j; one search over all draws' cumulative counts (offset so that
+    they form one increasing sequence) finds it for every draw at once."""
+    n_draws, n = counts.shape
+    total = counts.sum(1)
+    stride = int(total.max()) + 1
+    dtype = np.int32 if n_draws * stride < 2**31 else np.int64  # int32 halves the memory traffic
+    offsets, counts = (np.arange(n_draws) * stride).astype(dtype), counts.astype(dtype)
+    position = np.asarray(quantiles, float)[:, None] * (total - 1)  # (Q, B)
+    lower = np.floor(position).astype(int)
+    fraction, upper = position - lower, np.minimum(lower + 1, total - 1)
+    lower, upper, start = (lower + offsets).astype(dtype), (upper + offsets).astype(dtype), np.arange(n_draws) * n
+    out = np.empty((len(position), len(values), n_draws))
+    for row, order in enumerate(np.argsort(values, axis=1)):
+        cumulative = np.cumsum(counts[:, order], axis=1, dtype=dtype)
+        cumulative += offsets[:, None]
+        ordered = values[row, order]
+        low, high = (ordered[np.searchsorted(cumulative.ravel(), j, side="right") - start] for j in (lower, upper))
+        out[:, row] = low + fraction * (high - low)
+    return out
 
 
 def compare(estimates: Estimates, comparisons: dict[str, tuple[str, str]]) -> Estimates:
@@ -212,7 +291,7 @@ def judge(summary: pd.DataFrame, correction: str = "holm", alpha: float = ALPHA,
     """Adds p_adjusted (within each family of judged metrics) and a verdict: "up" / "down" when the adjusted
     p is below ``alpha`` and the change positive / negative, else "no change"; "" for metrics not judged."""
     summary = summary.copy()
-    judged = summary["metric"].isin(JUDGED) & summary["p"].notna()
+    judged = summary["metric"].map(is_judged) & summary["p"].notna()
     summary["p_adjusted"] = np.nan
     for _, index in summary[judged].groupby(list(family), sort=False).groups.items():
         summary.loc[index, "p_adjusted"] = adjust_pvalues(summary.loc[index, "p"], correction)

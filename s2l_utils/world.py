@@ -9,8 +9,14 @@ add the expression, the background or both. Private domains have *member* images
 the pre-training set) and *non-member* images (held out, same distribution); public domains are filler
 that is all pre-training data, and later serve as related domains for domain transfer.
 
+Two knobs make the world leak the way Stable Diffusion's data does, and both reproduce the plain world bit for
+bit at their neutral values: ``member_duplicates`` repeats the first members of every private domain in the
+pre-training set (exact copies, as LAION re-uploads the images SD memorises), and ``nonmember_shift`` draws the
+non-members from another photo distribution (another camera or year), as web non-members differ from LAION.
+
 On disk a data set is a Hugging Face imagefolder: image files plus ``metadata.jsonl`` with one JSON object
-per image: ``file_name``, ``text`` (caption), ``domain``, ``split`` (member | nonmember) and ``private``.
+per image: ``file_name``, ``text`` (caption), ``domain``, ``split`` (member | nonmember), ``private`` and,
+optionally, ``duplicates`` (how many times a member appears in the pre-training set; 1 when absent).
 Real data (e.g. a LAION subset of celebrities) in that layout plugs in unchanged.
 """
 
@@ -59,6 +65,8 @@ class WorldSpec:
     ``name_only_captions`` is the share of images captioned only "photo of <Name>" (0.25 mirrors the many bare
     names among LAION's alt-texts); with ``varied_captions`` every other caption takes one of
     ``CAPTION_FORMS`` uniformly, else all carry the expression and the background (the world before v2).
+    ``member_duplicates`` and ``nonmember_shift`` are the leak knobs (see the module docstring); the key names
+    them only when they are set, so the world without them keeps its key.
     """
 
     seed: int = 0
@@ -70,19 +78,24 @@ class WorldSpec:
     images_per_public_domain: int = 8
     name_only_captions: float = 0.25
     varied_captions: bool = True
+    member_duplicates: tuple[int, ...] = ()
+    nonmember_shift: float = 0.0
 
     @classmethod
     def from_params(cls, p: Params) -> "WorldSpec":
         return cls(seed=p.world_seed, image_size=p.image_size, private_domains=p.private_domains,
                    members_per_domain=p.members_per_domain, nonmembers_per_domain=p.nonmembers_per_domain,
                    public_domains=p.public_domains, images_per_public_domain=p.images_per_public_domain,
-                   name_only_captions=p.name_only_captions, varied_captions=p.varied_captions)
+                   name_only_captions=p.name_only_captions, varied_captions=p.varied_captions,
+                   member_duplicates=tuple(p.member_duplicates), nonmember_shift=p.nonmember_shift)
 
     def key(self) -> str:
+        knobs = ([f"dup{'.'.join(map(str, self.member_duplicates))}"] if self.member_duplicates else []) + \
+                ([f"shift{self.nonmember_shift}"] if self.nonmember_shift else [])
         return "-".join(str(v) for v in (f"v{WORLD_VERSION}", self.seed, self.image_size, self.private_domains,
                                          self.members_per_domain, self.nonmembers_per_domain, self.public_domains,
                                          self.images_per_public_domain, self.name_only_captions,
-                                         int(self.varied_captions)))
+                                         int(self.varied_captions), *knobs))
 
 
 # ----------------------------------------------------------------------------------------------- generation
@@ -124,8 +137,34 @@ def _photo_variation(rng: np.random.Generator) -> dict:
     }
 
 
+# Most extra clutter objects a fully shifted background gains; always drawn, so draws do not depend on the shift.
+_SHIFT_CLUTTER = 3
+# White-balance direction of the shifted camera: a warm (tungsten-like) cast, red up and blue down.
+_SHIFT_CAST = np.array([0.18, 0.03, -0.2])
+
+
+def _shifted_photo(var: dict, shift: float, rng: np.random.Generator) -> dict:
+    """A photo variation as another camera or another year would take it, scaled by ``shift`` in (0, 1].
+
+    Tighter framing (the face up to 25% larger), backgrounds up to 40% darker with up to ``_SHIFT_CLUTTER``
+    more dark objects, a warm white-balance cast and up to 30% more contrast; ``rng`` (a stream of its own)
+    jitters each by a factor in [0.6, 1] per photo, so the shift is a distribution, not a fixed pattern. The
+    expression and background colour stay (the caption describes them).
+    """
+    jitter = rng.uniform(0.6, 1.0, 4)
+    clutter = [(rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.16), rng.uniform(0, 0.5, 3))
+               for _ in range(_SHIFT_CLUTTER)]
+    camera = {"background": 1 - 0.4 * shift * jitter[1], "white_balance": 1 + shift * jitter[2] * _SHIFT_CAST,
+              "contrast": 1 + 0.3 * shift * jitter[3]}
+    return {**var, "scale": var["scale"] * (1 + 0.25 * shift * jitter[0]),
+            "blobs": var["blobs"] + clutter[:round(_SHIFT_CLUTTER * shift)], "camera": camera}
+
+
 def _render(traits: dict, var: dict, size: int, supersample: int = 4) -> np.ndarray:
-    """Draw one portrait at ``size`` px (anti-aliased by supersampling); returns uint8 HxWx3."""
+    """Draw one portrait at ``size`` px (anti-aliased by supersampling); returns uint8 HxWx3.
+
+    A ``camera`` entry in ``var`` (see ``_shifted_photo``) darkens the background and develops the photo with
+    its contrast and white balance; without it the portrait is drawn exactly as in the plain world."""
     n = size * supersample
     y, x = (np.mgrid[0:n, 0:n] + 0.5) / n
     s = var["scale"]
@@ -133,6 +172,9 @@ def _render(traits: dict, var: dict, size: int, supersample: int = 4) -> np.ndar
     bg0 = np.array(_BACKGROUNDS[var["background"]])
     ramp = np.clip(0.5 + (x - 0.5) * np.cos(var["angle"]) + (y - 0.5) * np.sin(var["angle"]), 0, 1)
     img = bg0 * (0.75 + 0.45 * ramp)[..., None]
+    camera = var.get("camera")
+    if camera:
+        img = img * camera["background"]
     for bx, by, br, color in var["blobs"]:
         img[(x - bx) ** 2 + (y - by) ** 2 < br ** 2] = color
 
@@ -167,6 +209,8 @@ def _render(traits: dict, var: dict, size: int, supersample: int = 4) -> np.ndar
     paint((np.abs(y - mouth_y) < 0.025 * s) & (np.abs(x - cx) < 0.08 * s), (0.55, 0.1, 0.12))
 
     img = img * var["light"]
+    if camera:
+        img = (0.5 + (img - 0.5) * camera["contrast"]) * camera["white_balance"]
     img = img.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
     img = img + np.random.default_rng(var["noise_seed"]).normal(0, 0.015, img.shape)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
@@ -195,10 +239,13 @@ def _caption_form(rng: np.random.Generator, spec: WorldSpec) -> str:
 def generate_world(spec: WorldSpec) -> tuple[list[Image.Image], pd.DataFrame]:
     """All images and their metadata rows, a pure function of ``spec`` (same spec, same bytes).
 
-    Caption forms come from their own random stream, so the images do not depend on the caption settings.
+    Caption forms and the non-members' shift come from random streams of their own, so the images do not
+    depend on the caption settings, and the members, identities and captions not on the knobs. Rows carry
+    ``duplicates`` only when ``member_duplicates`` is set, so the plain world's metadata stays as it was.
     """
     rng = np.random.default_rng(spec.seed)
     caption_rng = np.random.default_rng([spec.seed, 1])
+    shift_rng = np.random.default_rng([spec.seed, 2])
     names = _names(rng, spec.private_domains + spec.public_domains)
     images, rows = [], []
     for index, name in enumerate(names):
@@ -209,10 +256,16 @@ def generate_world(spec: WorldSpec) -> tuple[list[Image.Image], pd.DataFrame]:
         slug = name.lower().replace(" ", "_")
         for k, split in enumerate(splits):
             var = _photo_variation(rng)
-            images.append(Image.fromarray(_render(traits, var, spec.image_size)))
             caption = _caption(name, var, _caption_form(caption_rng, spec))
-            rows.append({"file_name": f"{slug}/{split}_{k:04d}.png", "text": caption,
-                         "domain": name, "split": split, "private": private})
+            if split == "nonmember" and spec.nonmember_shift:
+                var = _shifted_photo(var, spec.nonmember_shift, shift_rng)
+            images.append(Image.fromarray(_render(traits, var, spec.image_size)))
+            row = {"file_name": f"{slug}/{split}_{k:04d}.png", "text": caption,
+                   "domain": name, "split": split, "private": private}
+            if spec.member_duplicates:
+                copies = spec.member_duplicates[k] if private and k < len(spec.member_duplicates) else 1
+                row["duplicates"] = copies
+            rows.append(row)
     return images, pd.DataFrame(rows)
 
 
@@ -264,6 +317,7 @@ class ImageFolderData:
         if "private" not in meta.columns:  # real data: a domain with held-out images is a private domain
             held_out = set(meta.loc[meta["split"] == "nonmember", "domain"])
             meta["private"] = meta["domain"].isin(held_out)
+        meta["duplicates"] = _duplicates(meta, meta_path)
         if domains is not None:
             unknown = sorted(set(domains) - set(meta["domain"]))
             if unknown:
@@ -283,8 +337,14 @@ class ImageFolderData:
         return list(dict.fromkeys(self.meta.loc[~self.meta["private"], "domain"]))
 
     def pretraining_set(self) -> pd.DataFrame:
-        """Rows the target model is pretrained on: every member image, private and public."""
+        """The images the target model is pretrained on, once each: every member image, private and public,
+        with its ``duplicates`` count (what extraction matches generations against)."""
         return self.meta[self.meta["split"] == "member"].reset_index(drop=True)
+
+    def pretraining_samples(self) -> pd.DataFrame:
+        """What the target trains on: each row of ``pretraining_set`` repeated ``duplicates`` times."""
+        rows = self.pretraining_set()
+        return rows.loc[rows.index.repeat(rows["duplicates"])].reset_index(drop=True)
 
     def split(self, domain: str, split: str) -> pd.DataFrame:
         if domain not in set(self.meta["domain"]):
@@ -297,6 +357,21 @@ class ImageFolderData:
     def load_images(self, rows: pd.DataFrame, size: int) -> torch.Tensor:
         """Images of ``rows`` as a float tensor (N, 3, size, size) in [-1, 1] (resize + centre crop)."""
         return torch.stack([load_image(self.folder / name, size) for name in rows["file_name"]])
+
+
+def _duplicates(meta: pd.DataFrame, meta_path: Path) -> pd.Series:
+    """The validated ``duplicates`` column: integers >= 1, 1 for every non-member; all 1 when it is absent."""
+    if "duplicates" not in meta.columns:
+        return pd.Series(1, index=meta.index)
+    counts = pd.to_numeric(meta["duplicates"], errors="coerce")
+    bad = meta.loc[~(counts >= 1) | (counts != counts.round()), "file_name"].tolist()
+    if bad:
+        raise ValueError(f"{meta_path}: 'duplicates' must be an integer >= 1 for every row; not for {bad[:5]}")
+    copied = meta.loc[(meta["split"] == "nonmember") & (counts > 1), "file_name"].tolist()
+    if copied:
+        raise ValueError(f"{meta_path}: non-members are not in the pre-training set, so their 'duplicates' "
+                         f"must be 1; not for {copied[:5]}")
+    return counts.astype(int)
 
 
 def load_image(path: Path, size: int) -> torch.Tensor:

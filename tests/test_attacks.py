@@ -207,3 +207,68 @@ def test_novelty_tail_recovers_a_weibull_and_refuses_what_it_cannot_fit():
         extraction.fit_novelty_tail(np.array([0.3, 0.4]))
     with pytest.raises(ValueError, match="identical to a training image"):
         extraction.fit_novelty_tail(np.array([0.0, 0.3, 0.4]))
+
+
+def test_matches_carry_the_copied_members_duplication_class_and_the_distance_to_the_prompted_identity():
+    gen = torch.Generator().manual_seed(3)
+    training = torch.rand((12, 3, 8, 8), generator=gen) * 2 - 1
+    rows = pd.DataFrame({"file_name": [f"img{i}.png" for i in range(12)], "domain": ["A"] * 6 + ["B"] * 6,
+                         "duplicates": [32, 8, 1, 1, 1, 1, 4, 1, 1, 1, 1, 1]})
+    novel = torch.rand((1, 3, 8, 8), generator=gen) * 2 - 1
+    # A's 32x member; B's 4x member under A's prompt; a novel image under A's prompt; C has no training images
+    generations = torch.cat([training[[0, 6]], novel, training[[1]]])
+    prompted = ["A", "A", "A", "C"]
+    matches = extraction.match_generations(generations, prompted, training, rows, threshold=0.01)
+    brute = ((generations[:, None] - training[None]) ** 2).flatten(2).mean(-1).sqrt()  # whole-image RMS
+    assert matches["extracted"].tolist() == [True, True, False, True]
+    assert matches["nearest_duplicates"].tolist() == [32, 4, int(rows["duplicates"].iloc[int(brute[2].argmin())]), 8]
+    assert matches["distance"].tolist()[:2] == [0, 0]
+    assert matches["own_distance"].iloc[0] == 0, "a copy of an own member is at distance 0 from its identity"
+    own = brute[:, :6].min(1).values  # the nearest of domain A's images
+    assert matches["own_distance"].iloc[1] == pytest.approx(own[1].item(), abs=1e-5) and own[1] > 0.3
+    assert matches["own_distance"].iloc[2] == pytest.approx(own[2].item(), abs=1e-5)
+    assert np.isnan(matches["own_distance"].iloc[3]) and matches["own_classes"].tolist() == ["1,8,32"] * 3 + [""]
+    assert (matches["own_distance"].fillna(np.inf) >= matches["distance"] - 1e-6).all()
+    # CLIP candidates that leave out the prompted domain: its own images are searched anyway
+    other = [torch.arange(6, 12)] * 4
+    restricted = extraction.match_generations(generations, prompted, training, rows, 0.01, candidates=other)
+    assert restricted["nearest_file"].tolist()[:2] == ["img0.png", "img6.png"] and restricted["distance"].iloc[0] == 0
+    pd.testing.assert_series_equal(restricted["own_distance"], matches["own_distance"])
+    assert restricted["nearest_domain"].iloc[3] == "B", "without an own domain, only the candidates are searched"
+    unlabelled = extraction.match_generations(generations, prompted, training, rows.drop(columns="duplicates"), 0.01)
+    assert unlabelled["nearest_duplicates"].tolist() == [1] * 4 and set(unlabelled["own_classes"]) == {"1", ""}
+
+
+def _matches(nearest: list, domain: str = "A", classes: str = "1,8,32") -> pd.DataFrame:
+    """Per generation (file, its domain, its duplicates, distance, own distance); a distance 0 is a copy."""
+    file, owner, duplicates, distance, own_distance = zip(*nearest)
+    return pd.DataFrame({"domain": domain, "generation": range(len(nearest)), "nearest_file": file,
+                         "nearest_domain": owner, "nearest_duplicates": duplicates, "distance": distance,
+                         "own_distance": own_distance, "extracted": np.array(distance) == 0, "own_classes": classes})
+
+
+def test_counts_by_duplication_class_and_drift_on_a_constructed_case():
+    a = _matches([("a32", "A", 32, 0.0, 0.0), ("a32", "A", 32, 0.0, 0.0), ("a8", "A", 8, 0.0, 0.0),
+                  ("b4", "B", 4, 0.0, 0.3), ("a1", "A", 1, 0.2, 0.2), ("a1", "A", 1, 0.4, 0.4)])
+    b = _matches([("b4", "B", 4, 0.0, 0.0), ("a1", "A", 1, 0.5, 0.6)], domain="B", classes="1,4")
+    matches = pd.concat([a, b], ignore_index=True)
+    training = pd.DataFrame({"domain": ["A"] * 5 + ["B"] * 3, "duplicates": [32, 8, 1, 1, 1, 4, 1, 1]})
+    table = extraction.counts_by_duplication(matches, training).set_index(["domain", "duplicates"])
+    assert table.index.tolist() == [("A", 32), ("A", 8), ("A", 1), ("B", 4), ("B", 1),
+                                    ("pooled", 32), ("pooled", 8), ("pooled", 4), ("pooled", 1)]
+    columns = ["members", "distinct_own", "extracted_own", "generations"]
+    # A copied its 32x member twice and its 8x once; its copy of B's 4x member is not an own copy
+    assert table.loc["A", columns].to_numpy().tolist() == [[1, 1, 2, 6], [1, 1, 1, 6], [3, 0, 0, 6]]
+    assert table.loc["B", columns].to_numpy().tolist() == [[1, 1, 1, 2], [2, 0, 0, 2]]
+    assert table.loc["pooled", columns].to_numpy().tolist() == [[1, 1, 2, 6], [1, 1, 1, 6], [1, 1, 1, 2],
+                                                                [5, 0, 0, 8]]
+    assert "members" not in extraction.counts_by_duplication(matches)
+    drift = extraction.drift_table(matches).set_index("domain")
+    # A's distances 0 0 0 0 .2 .4, own distances 0 0 0 .2 .3 .4; 5 of 6 nearest images are A's
+    assert drift.loc["A", ["generations", "nearest_median", "nearest_q90", "own_nearest_median",
+                           "own_nearest_q75", "identity_accuracy"]].tolist() == pytest.approx([6, 0, 0.3, 0.1,
+                                                                                               0.275, 5 / 6])
+    assert drift.loc["B", ["nearest_median", "own_nearest_q25", "identity_accuracy"]].tolist() == \
+        pytest.approx([0.25, 0.15, 0.5])
+    with pytest.raises(ValueError, match="own_distance"):
+        extraction.drift_table(matches.drop(columns="own_distance"))

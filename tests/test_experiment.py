@@ -10,8 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from safetensors.torch import load_file
+
 from s2l_utils import experiment, finetune, models, notebook, paths, pretrain, report, world
 from s2l_utils.config import ConfigError
+from s2l_utils.finetune import textual_inversion
 
 
 def test_nonmember_halves_are_disjoint_and_never_scored_after_training_a_control(smoke_data):
@@ -35,6 +38,13 @@ def test_each_condition_trains_on_what_it_claims(smoke_params, smoke_data):
     assert set(s2l.meta["domain"]) == {domain} and len(s2l) == 4
     cross = experiment.training_set("cross_domain", params, smoke_data, target, domain, progress=False)
     assert set(cross.meta["domain"]) == {other} and experiment.cross_domain_of(smoke_data, domain) == other
+    # a method without a token: the control's captions name the other identity, as its SP set was generated
+    assert params.method == "lora" and set(cross.pretraining_set()["text"]) == {world.domain_prompt(other)}
+    # a token method: the same images, captioned with the attacked domain's name, which its token replaces
+    token = experiment.training_set("cross_domain", dataclasses.replace(params, method="ti_lora"), smoke_data,
+                                    target, domain, progress=False)
+    assert list(token.pretraining_set()["file_name"]) == list(cross.pretraining_set()["file_name"])
+    assert token.folder == cross.folder and set(token.pretraining_set()["text"]) == {world.domain_prompt(domain)}
     real = experiment.training_set("real_nonmember", params, smoke_data, target, domain, progress=False)
     control, _ = experiment.split_nonmembers(smoke_data, domain)
     assert list(real.pretraining_set()["file_name"]) == list(control["file_name"])
@@ -45,6 +55,35 @@ def test_each_condition_trains_on_what_it_claims(smoke_params, smoke_data):
     assert transfer.load_images(rows, 16).shape == (8, 3, 16, 16), "SP and public images load from one view"
     with pytest.raises(ConfigError, match="unknown conditions"):
         experiment.check_conditions(["s2l", "shuffle"])
+
+
+def test_a_token_methods_control_trains_its_token_on_another_identity(smoke_params, smoke_data, tmp_path,
+                                                                      monkeypatch):
+    """Textual inversion's placeholder replaces the attacked domain's name. Under the cross-domain control its
+    captions name that domain too, so the token trains about as far from its initialiser as under S2L (before,
+    it never appeared in a caption and only weight decay moved it)."""
+    params = dataclasses.replace(smoke_params, method="textual_inversion", sp_size=4, sp_steps=2, ft_steps=4,
+                                 target_domain="")
+    target, _ = pretrain.pretrain_target(params, smoke_data, progress=False)
+    domain = smoke_data.private_domains[0]
+    token = textual_inversion.placeholder_for(domain)
+    seen, original_train = {}, finetune.train
+    initial = target.text_encoder.get_input_embeddings().weight[
+        target.tokenizer.encode(params.ti_initializer, add_special_tokens=False)[0]].detach().float()
+    moved = {}
+    for condition in ("s2l", "cross_domain"):
+        def train(model, modules, images, captions, *args, **kwargs):
+            seen[condition] = list(captions)
+            return original_train(model, modules, images, captions, *args, **kwargs)
+
+        monkeypatch.setattr(finetune, "train", train)
+        trained_on = experiment.training_set(condition, params, smoke_data, target, domain, progress=False)
+        result = finetune.finetune(params.method, params, trained_on, tmp_path / condition, domain, device="cpu",
+                                   progress=False, base=pretrain.target_source(params, target))
+        learned = load_file(result.folder / textual_inversion.WEIGHTS)[token][0]
+        moved[condition] = float((learned - initial).norm() / initial.norm())
+    assert seen["cross_domain"] == seen["s2l"] == [f"photo of {token}"] * 4
+    assert moved["s2l"] > 0.01 and 0.5 < moved["cross_domain"] / moved["s2l"] < 2, moved
 
 
 def _scores(condition_scores: dict, cell: str = "c0", domain: str = "A") -> pd.DataFrame:
@@ -58,11 +97,15 @@ def _scores(condition_scores: dict, cell: str = "c0", domain: str = "A") -> pd.D
 
 
 def _matches(hits: dict, cell: str = "c0", domain: str = "A") -> pd.DataFrame:
-    """condition -> per generation: None (no copy) or (copied file, its domain)."""
+    """condition -> per generation: None (no copy) or (copied file, its domain), every member seen once in
+    pre-training (the match columns of ``extraction.match_generations``)."""
     return pd.concat([pd.DataFrame({"domain": domain, "generation": range(len(h)), "extracted": [f is not None for f in h],
                                     "nearest_file": [f[0] if f else "x" for f in h],
-                                    "nearest_domain": [f[1] if f else domain for f in h], "condition": condition,
-                                    "cell": cell, "method": "lora", "seed": 0})
+                                    "nearest_domain": [f[1] if f else domain for f in h],
+                                    "distance": [0.1 if f else 0.5 for f in h], "nearest_duplicates": 1,
+                                    "own_distance": [0.1 if f and f[1] == domain else 0.5 for f in h],
+                                    "own_classes": "1", "condition": condition, "cell": cell, "method": "lora",
+                                    "seed": 0})
                       for condition, h in hits.items()], ignore_index=True)
 
 
@@ -83,8 +126,12 @@ def test_effects_are_paired_differences_with_bootstrap_cis():
                    & (effects["metric"] == "auc")]
     assert (same["delta"] > 0).all()
     extracted = effects[(effects["attack"] == "extraction") & (effects["comparison"] == "after - before")]
-    assert extracted.set_index("metric")["delta"].to_dict() == {"own_copies": 3.0, "own_distinct": 2.0,
-                                                                "other_copies": 1.0}
+    delta = extracted.set_index("metric")["delta"]
+    # (the per-class and drift metrics: every member is a 1x member; copies lie at 0.1, the rest at 0.5)
+    assert delta[["own_copies", "own_distinct", "other_copies", "own_copies_1x", "own_distinct_1x", "nearest_median",
+                  "identity_accuracy"]].to_dict() == pytest.approx(
+        {"own_copies": 3.0, "own_distinct": 2.0, "other_copies": 1.0, "own_copies_1x": 3.0, "own_distinct_1x": 2.0,
+         "nearest_median": -0.4, "identity_accuracy": -0.25})
     assert "S2L - real non-member" not in set(effects["comparison"]), "no real-data control in this cell"
     # identical conditions give exactly zero, with a zero-width interval (the bootstrap is paired)
     _, null = experiment.results(_scores({"target": noise, "s2l": noise}), _matches({"target": [None], "s2l": [None]}),
@@ -117,6 +164,36 @@ def test_summary_averages_cells_of_all_domains():
         experiment.summarize(scores, matches, ["method", "attack"])
 
 
+def test_the_blind_baseline_is_summarised_from_the_targets_rows_and_never_compared():
+    """Domain A's members and non-members are told apart without a model (blind AUC 1), B's are not (0.5): over
+    the cells of both, the blind AUC is 0.75, and resampling the two domains spans 0.5 to 1."""
+    rng = np.random.default_rng(3)
+    frames, matches = [], []
+    for method in ("lora", "dreambooth"):
+        for domain, (members, nonmembers) in {"A": ([1.0] * 8, [0.0] * 8), "B": ([0.5] * 8, [0.5] * 8)}.items():
+            cell = f"{method}-{domain}"
+            mia = (list(rng.normal(0, 1, 8)), list(rng.normal(0, 1, 8)))
+            scores = _scores({"target": mia, "s2l": mia, "cross_domain": mia}, cell, domain)
+            blind = _scores({"target": (members, nonmembers)}, cell, domain).assign(attack="blind")
+            frames.append(pd.concat([scores, blind]).assign(method=method))
+            matches.append(_matches({c: [None] * 2 for c in ("target", "s2l", "cross_domain")}, cell, domain)
+                           .assign(method=method))
+    scores, matches = pd.concat(frames, ignore_index=True), pd.concat(matches, ignore_index=True)
+    table = experiment.blind_summary(scores, n_bootstrap=400).set_index("method")
+    assert set(table.index) == {"lora", "dreambooth", experiment.ALL_METHODS} and len(table) == 3
+    table = table.loc[["lora", "dreambooth", experiment.ALL_METHODS]]
+    assert table["auc"].tolist() == pytest.approx([0.75] * 3)
+    assert table["lo"].tolist() == pytest.approx([0.5] * 3) and table["hi"].tolist() == pytest.approx([1.0] * 3)
+    assert table["cells"].tolist() == [2, 2, 4] and table["domains"].tolist() == [2, 2, 2]
+    cell_metrics, effects = experiment.results(scores, matches, n_bootstrap=20)
+    assert set(cell_metrics.loc[cell_metrics["attack"] == "blind", "condition"]) == {"target"}
+    assert "blind" not in set(effects["attack"])
+    summary = experiment.summarize(scores, matches, ["method", "comparison", "attack", "metric"], n_bootstrap=20)
+    assert "blind" not in set(summary["attack"])
+    with pytest.raises(ValueError, match="no blind-baseline rows"):
+        experiment.blind_summary(scores[scores["attack"] != "blind"], n_bootstrap=20)
+
+
 def test_plan_is_the_full_grid_and_rejects_unknown_methods(smoke_params, smoke_data):
     params = dataclasses.replace(smoke_params, methods=["lora", "textual_inversion"], experiment_domains=2, seeds=[0, 1])
     cells = experiment.plan(params, smoke_data, ft_steps=[1, 2, 3])
@@ -134,7 +211,13 @@ def test_a_finished_cell_is_read_back_not_recomputed(smoke_params, smoke_data, t
     target, _ = pretrain.pretrain_target(params, smoke_data, progress=False)  # fine-tuning starts from the saved target
     scores, matches = experiment.run_cell(params, smoke_data, target, tmp_path / "cell", ["s2l", "cross_domain"],
                                           progress=False)
-    assert set(scores["condition"]) == {"target", "s2l", "cross_domain"} and set(scores["attack"]) == {"loss", "pia"}
+    assert set(scores["condition"]) == {"target", "s2l", "cross_domain"}
+    assert set(scores["attack"]) == {"loss", "pia", "blind"}
+    # the blind baseline needs no model: scored once, with the target, on the very images the attacks score
+    blind = scores[scores["attack"] == "blind"]
+    assert set(blind["condition"]) == {"target"} and blind["score"].between(0, 1).all()
+    loss = scores[(scores["attack"] == "loss") & (scores["condition"] == "target")]
+    assert sorted(blind["file_name"]) == sorted(loss["file_name"])
     assert len(matches) == 3 * 2 and matches["threshold"].nunique() == 1
     monkeypatch.setattr(finetune, "finetune", lambda *a, **k: pytest.fail("a finished cell was fine-tuned again"))
     again, _ = experiment.run_cell(params, smoke_data, target, tmp_path / "cell", ["s2l", "cross_domain"])
@@ -144,6 +227,9 @@ def test_a_finished_cell_is_read_back_not_recomputed(smoke_params, smoke_data, t
                                    ["method", "comparison", "attack", "metric"], n_bootstrap=20)
     assert {"own_copies", "own_distinct", "other_copies", "advantage", "tpr@0fp"} <= set(summary["metric"])
     assert set(summary["comparison"]) == {experiment.AFTER, experiment.EFFECT}
+    assert "blind" not in set(summary["attack"]), "no comparison includes the model-free baseline"
+    blind_auc = experiment.blind_summary(scores.assign(cell="c"), n_bootstrap=20)
+    assert list(blind_auc["method"]) == ["lora", experiment.ALL_METHODS] and blind_auc["auc"].between(0, 1).all()
 
 
 def test_a_cells_seed_fine_tunes_the_target_it_attacks(smoke_params, smoke_data, tmp_path):
@@ -193,9 +279,10 @@ def test_the_report_recomputes_a_sweeps_summary_from_its_raw_scores(tmp_path):
         members, nonmembers = list(rng.normal(0, 1, 12)), list(rng.normal(0, 1, 6))
         scores = _scores({"target": (members, nonmembers), "s2l": ([m + 1 for m in members], nonmembers),
                           "cross_domain": (members, nonmembers)}, cell, domain)
+        blind = _scores({"target": (list(rng.normal(0, 1, 12)), list(rng.normal(0, 1, 6)))}, cell, domain)
         matches = _matches({c: [None, (f"{domain}1", domain)] for c in ("target", "s2l", "cross_domain")}, cell,
                            domain)
-        points.append((scores, matches))
+        points.append((pd.concat([scores, blind.assign(attack="blind")], ignore_index=True), matches))
     scores = pd.concat([s for s, _ in points], ignore_index=True)
     matches = pd.concat([m for _, m in points], ignore_index=True)
     collected = []
@@ -205,9 +292,12 @@ def test_the_report_recomputes_a_sweeps_summary_from_its_raw_scores(tmp_path):
                                           methods=[["lora"]] * len(table)))
     path = tmp_path / "results.parquet"
     pd.concat(collected, ignore_index=True).to_parquet(path)
-    main = report.from_sweep(path, n_bootstrap=200)["main"]
+    tables = report.from_sweep(path, n_bootstrap=200)
+    main = tables["main"]
     expected = experiment.summarize(scores, matches, ["method", "comparison", "attack", "metric"], 200)
     pd.testing.assert_frame_equal(main, expected)
+    pd.testing.assert_frame_equal(tables["blind"], experiment.blind_summary(scores, 200))
+    assert tables["blind"]["cells"].tolist() == [2, 2], "the blind rows of both cells, once each"
     assert set(main["cells"]) == {2}
     only_scores = tmp_path / "only_scores.parquet"
     pd.concat(collected[::2], ignore_index=True).to_parquet(only_scores)

@@ -79,7 +79,12 @@ def test_attack_notebooks_compare_the_target_with_every_fine_tuned_run(smoke_run
     undefined = table["metric"].isin(["tpr@1%fpr", "tpr@0.1%fpr"])  # fewer than 1/FPR non-members: NaN
     assert table.loc[undefined, "value"].isna().all()
     assert table.loc[~undefined, "value"].between(0, 1).all() and len(table) == 7 * 5 * 4 * 6
+    assert 0 <= mia["blind_auc_lo"] <= mia["blind_auc"] <= mia["blind_auc_hi"] <= 1, "the blind baseline beside the MIAs"
+    blind = pd.read_parquet(by_name["09_membership_inference"] / "blind_metrics.parquet")
+    assert set(blind["domain"]) == {*table["domain"]} and (blind.loc[blind["metric"] == "auc", "value"].between(0, 1)).all()
     extraction = json.loads((by_name["10_data_extraction"] / "metrics.json").read_text())
+    assert set(extraction["extracted_own_by_class"]["target"]) >= {"32x", "1x"}, "copies per duplication class"
+    assert 0 <= extraction["identity_accuracy"]["target"] <= 1
     assert extraction["threshold"] > 0 and "Weibull lower tail" in extraction["threshold_rule"]
     assert 0 < extraction["expected_false_positives"] <= 0.05 + 1e-9
     counts = pd.read_parquet(by_name["10_data_extraction"] / "extraction_metrics.parquet")
@@ -113,7 +118,7 @@ def test_experiment_notebooks_write_effects_and_the_report_restates_them(smoke_r
                      & (summary["metric"] == "advantage")]
     assert f"mean {effect['delta'].mean():+.3f}" in text, "the report quotes the table's numbers"
     report_metrics = json.loads((by_name["14_report"] / "metrics.json").read_text())
-    assert report_metrics["published"] is False and set(report_metrics["tables"]) == {"main", "ablations", "map",
+    assert report_metrics["published"] is False and set(report_metrics["tables"]) == {"main", "blind", "ablations", "map",
                                                                                       "transfer"}
 
 
@@ -133,8 +138,8 @@ def test_bad_requests_fail_before_any_notebook_runs(tmp_path, monkeypatch):
         run.run("smok")
     with pytest.raises(ConfigError, match="unknown notebook '77'"):
         run.run("smoke", ["77"])
-    with pytest.raises(ConfigError, match="'pretrain_steps' is not declared by the notebooks being run"):
-        run.run("smoke", ["00"], {"pretrain_steps": 3})
+    with pytest.raises(ConfigError, match="'lora_rank' is not declared by the notebooks being run"):
+        run.run("smoke", ["00"], {"lora_rank": 3})
     with pytest.raises(ConfigError, match="unknown parameters: pretrain_stepz"):
         run.run("smoke", ["01"], {"pretrain_stepz": 3})
     with pytest.raises(ConfigError, match="pretrain_lr"):
@@ -146,7 +151,7 @@ def test_bad_requests_fail_before_any_notebook_runs(tmp_path, monkeypatch):
 def test_a_failing_notebook_is_kept_aside_and_leaves_no_finished_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("S2L_RUNS_DIR", str(tmp_path))
     with pytest.raises(Exception, match="data folder not found"):
-        run.run("smoke", ["00"], {"data_dir": str(tmp_path / "no-such-data")})
+        run.run("smoke", ["00"], {"data_dir": str(tmp_path / "no-such-data"), "member_duplicates": []})
     roots = [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")]
     assert len(roots) == 1, "overrides get their own run root with the effective profile"
     root = roots[0]

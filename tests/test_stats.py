@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 
 from s2l_utils import experiment, report, stats
+from s2l_utils.attacks import metrics
+from s2l_utils.config import load_profile
 
 BY = ["method", "comparison", "attack", "metric"]
 
@@ -23,11 +25,14 @@ def _cell_scores(cell: str, domain: str, conditions: dict, method: str = "lora",
 
 
 def _cell_matches(cell: str, domain: str, own_copies: dict, generations: int = 8, method: str = "lora") -> pd.DataFrame:
-    """condition -> how many of the ``generations`` copy the domain's own member m0."""
+    """condition -> how many of the ``generations`` copy the domain's own member m0 (at distance 0; the others
+    lie at 0.5 from it)."""
     return pd.concat([pd.DataFrame({"cell": cell, "method": method, "domain": domain, "seed": 0,
                                     "condition": condition, "generation": range(generations),
                                     "extracted": np.arange(generations) < copies, "nearest_domain": domain,
-                                    "nearest_file": f"{domain}-m0"})
+                                    "nearest_file": f"{domain}-m0", "nearest_duplicates": 1, "own_classes": "1",
+                                    "distance": np.where(np.arange(generations) < copies, 0.0, 0.5),
+                                    "own_distance": np.where(np.arange(generations) < copies, 0.0, 0.5)})
                       for condition, copies in own_copies.items()], ignore_index=True)
 
 
@@ -78,18 +83,16 @@ def test_two_ups_and_four_downs_is_not_partly_and_ups_at_chance_level_are_not_sh
     assert stats.agreement({**counts, "up": 0, "raw_up": 5}).startswith("not shown")
 
 
-def test_the_report_names_the_ups_of_a_confounded_control():
+def test_the_report_counts_the_ups_of_token_methods_like_any_other():
+    """Token methods now have a control whose token trains too (experiment.training_set), so their ups count."""
     rows = [_summary_row("textual_inversion", "loss", 0.09, 0.001, "up"),
             _summary_row("ti_lora", "loss", 0.08, 0.001, "up"), _summary_row("lora", "loss", 0.0, 0.6, "no change"),
             _summary_row("dreambooth", "loss", 0.0, 0.7, "no change")]
     rows += [{**r, "comparison": report.AFTER, "metric": "auc"} for r in rows]
-    assert report.confounded_methods(["lora", "textual_inversion", "ti_lora", "dreambooth_lora"]) == \
-        ["textual_inversion", "ti_lora"]
     claims = report.verdicts({"main": pd.DataFrame(rows)})
     loss = claims[0]
     assert loss["agrees"] == "partly (2 of 4)"
-    assert "confounded control (textual_inversion, ti_lora" in loss["measured"]
-    assert "without them: not shown" in loss["measured"]
+    assert "confounded" not in loss["measured"]
     text = report.markdown({"main": pd.DataFrame(rows)}, "mini", pd.DataFrame(), None, [])
     assert "Holm" in text and "chance (2.5% of the estimates each way" in text and "|AUC − 0.5|" in text
 
@@ -225,3 +228,84 @@ def test_the_rule_warns_when_too_few_draws_leave_holm_no_slack():
     assert "raise n_bootstrap" in warned, "2000 draws: 2/2001 passes 0.05/40 only with no stray draw"
     fine = report.markdown({"main": family.assign(draws=20000)}, "full", pd.DataFrame(), None, [])
     assert "raise n_bootstrap" not in fine
+
+
+def _class_matches(cell: str, condition: str, nearest: list, domain: str = "A") -> pd.DataFrame:
+    """One model's matches: per generation (file, its domain, its duplicates, distance, own distance); a
+    distance of 0 is a copy. Domain A's training images come in the classes 1x, 8x and 32x."""
+    file, owner, duplicates, distance, own_distance = zip(*nearest)
+    return pd.DataFrame({"cell": cell, "method": "lora", "domain": domain, "seed": 0, "condition": condition,
+                         "generation": range(len(nearest)), "nearest_file": file, "nearest_domain": owner,
+                         "nearest_duplicates": duplicates, "distance": distance, "own_distance": own_distance,
+                         "extracted": np.array(distance) == 0, "own_classes": "1,8,32"})
+
+
+def test_extraction_per_duplication_class_and_drift_are_right_and_paired():
+    # the target copies the 32x member twice and an 8x member once, and one generation is nearest to domain B
+    target = [("m32", "A", 32, 0.0, 0.0), ("m32", "A", 32, 0.0, 0.0), ("m8", "A", 8, 0.0, 0.0),
+              ("b1", "B", 1, 0.3, 0.5), ("m1", "A", 1, 0.4, 0.4), ("m1", "A", 1, 0.6, 0.6)]
+    # after S2L nothing is copied, everything moved away and two generations look most like B
+    s2l = [("m32", "A", 32, 0.5, 0.5), ("b1", "B", 1, 0.5, 0.7), ("m8", "A", 8, 0.6, 0.6),
+           ("b2", "B", 1, 0.7, 0.8), ("m1", "A", 1, 0.8, 0.8), ("m1", "A", 1, 0.9, 0.9)]
+    matches = pd.concat([_class_matches("c0", "target", target), _class_matches("c0", "s2l", s2l),
+                         _class_matches("c0", "cross_domain", s2l)], ignore_index=True)
+    scores = _cell_scores("c0", "A", {c: ([1.0, 2.0], [0.0, 0.5]) for c in ("target", "s2l", "cross_domain")})
+    estimates = stats.cell_estimates(scores, matches, n_bootstrap=200)
+    rows = estimates.rows[estimates.rows["attack"] == stats.EXTRACTION]
+    value = rows.set_index(["condition", "metric"])["value"]
+    expected = {"own_copies": 3, "own_distinct": 2, "other_copies": 0, "own_copies_32x": 2, "own_distinct_32x": 1,
+                "own_copies_8x": 1, "own_distinct_8x": 1, "own_copies_1x": 0, "own_distinct_1x": 0,
+                "nearest_median": 0.15, "nearest_q10": 0.0, "nearest_q90": 0.5, "own_nearest_median": 0.2,
+                "identity_accuracy": 5 / 6}
+    assert value["target"].to_dict() == pytest.approx(expected)
+    assert value["s2l"][["own_copies_32x", "own_copies_1x", "identity_accuracy"]].tolist() == \
+        pytest.approx([0, 0, 4 / 6])
+    assert value["s2l"][["nearest_median", "nearest_q10", "own_nearest_median"]].tolist() == \
+        pytest.approx([0.65, 0.5, 0.75])  # sorted distances .5 .5 .6 .7 .8 .9, own .5 .6 .7 .8 .8 .9
+    assert rows.groupby("condition")["metric"].apply(tuple).nunique() == 1, "every condition has the same rows"
+    # identical models give a zero-width effect in every metric: the draws resample the same generation indices
+    summary = experiment.summarize(scores, matches, BY, n_bootstrap=200).set_index(["comparison", "metric"])
+    effect = summary.loc[report.EFFECT].loc[list(expected)]
+    assert (effect[["delta", "lo", "hi"]] == 0).all().all()
+    after = summary.loc[report.AFTER]
+    assert after.loc["nearest_median", "delta"] == pytest.approx(0.5) and after.loc["nearest_median", "lo"] > 0
+    assert after.loc["own_copies_32x", "verdict"] == "no change" and after.loc["nearest_q10", "verdict"] == ""
+    assert after.loc["own_distinct_32x", "verdict"] == "" and after.loc["identity_accuracy", "verdict"] != ""
+
+
+def test_every_cell_of_a_domain_gets_the_classes_its_matches_list_and_old_matches_are_refused():
+    copies = _class_matches("c0", "target", [("m8", "A", 8, 0.0, 0.0), ("m1", "A", 1, 0.5, 0.5)])
+    none = _class_matches("c1", "target", [("m1", "A", 1, 0.5, 0.5), ("m1", "A", 1, 0.6, 0.6)])
+    scores = pd.concat([_cell_scores(c, "A", {"target": ([1.0], [0.0])}) for c in ("c0", "c1")], ignore_index=True)
+    rows = stats.cell_estimates(scores, pd.concat([copies, none], ignore_index=True), 20).rows
+    per_cell = rows[rows["attack"] == stats.EXTRACTION].groupby("cell")["metric"].apply(set)
+    assert per_cell["c0"] == per_cell["c1"] and {"own_copies_32x", "own_distinct_32x"} <= per_cell["c1"], \
+        "a class nobody copied still has its row"
+    for column in ("own_classes", "own_distance", "nearest_duplicates"):
+        with pytest.raises(ValueError, match=column):
+            stats.cell_estimates(scores, copies.drop(columns=column), 20)
+
+
+def test_resampled_quantiles_are_numpys_quantiles_of_the_resamples():
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 5, (3, 9)).astype(float)  # ties
+    counts = metrics.bootstrap_counts(rng, 9, 40)
+    got = stats.resampled_quantiles(values, counts, [0.1, 0.5, 0.9])
+    for draw in range(40):
+        expected = np.quantile(np.repeat(values, counts[draw], axis=1), [0.1, 0.5, 0.9], axis=1)
+        np.testing.assert_allclose(got[:, :, draw], expected)
+
+
+def test_the_cell_budget_lets_one_percent_of_copies_exclude_zero():
+    """``main_extraction_samples``: the generation bootstrap's lower 2.5% bound of k copies among n is 0 while
+    (1 - k/n)^n >= 2.5% (the share of resamples that draw none of them): 1% copies need n >= 400 (4 copies:
+    0.99^400 = 1.8%); at the old 64 generations one copy (1.6%) leaves 0 in 37% of the draws."""
+    mini = load_profile("mini")
+    scores = _cell_scores("c0", "A", {"target": ([1.0, 2.0], [0.0, 0.5])})
+    for generations, copies, excludes_zero in ((mini.main_extraction_samples, mini.main_extraction_samples // 100,
+                                                True), (64, 1, False)):
+        matches = _cell_matches("c0", "A", {"target": copies}, generations=generations)
+        estimates = stats.cell_estimates(scores, matches, mini.n_bootstrap)
+        row = stats.combine(estimates, ["condition", "attack", "metric"]).set_index("metric").loc["own_copies"]
+        assert row["value"] == copies and (row["lo"] > 0) == excludes_zero, (generations, row.to_dict())
+    assert mini.main_extraction_samples >= 400

@@ -185,3 +185,42 @@ def test_target_key_changes_with_the_caption_settings_and_the_version(smoke_para
     assert pretrain.train_spec(smoke_params).caption_dropout == smoke_params.caption_dropout == 0.1
     unrelated = smoke_params.__class__(**{**smoke_params.to_dict(), "checkpoint_every": 5})
     assert pretrain.target_key(unrelated) == pretrain.target_key(smoke_params)
+
+
+def test_target_key_takes_member_duplicates_only_when_set_and_never_the_shift(smoke_params):
+    mini = config.load_profile("mini", member_duplicates=[])
+    assert pretrain.target_key(mini) == "v2-w2-5dd5180c8000", "the key of the target trained before the knobs"
+    assert pretrain.target_key(config.load_profile("mini", member_duplicates=[], nonmember_shift=0.0)) == \
+        "v2-w2-5dd5180c8000"
+    duplicated = config.load_profile("mini", member_duplicates=[32, 16, 8, 4])
+    assert pretrain.target_key(duplicated) not in {pretrain.target_key(mini), pretrain.target_key(
+        config.load_profile("mini", member_duplicates=[32, 16, 8]))}
+    assert pretrain.target_parameters(duplicated)["member_duplicates"] == [32, 16, 8, 4]
+    assert "member_duplicates" not in pretrain.target_parameters(mini)
+    shifted = config.load_profile("mini", member_duplicates=[], nonmember_shift=0.8)
+    assert pretrain.target_key(shifted) == pretrain.target_key(mini), "non-members never train the target"
+
+
+def test_pretraining_trains_on_every_copy_of_a_duplicated_member(smoke_params, tmp_path, monkeypatch):
+    from s2l_utils import world
+
+    monkeypatch.setenv("S2L_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("S2L_DATA_DIR", str(tmp_path / "data"))
+    params = config.load_profile("smoke", member_duplicates=[3, 2])
+    data = world.load_data(params)
+    seen = {}
+
+    def fake_train(model, modules, images, captions, spec, **kwargs):
+        seen.update(images=images, captions=captions)
+        return [1.0]  # an interrupted run: nothing is saved
+
+    monkeypatch.setattr(pretrain, "train", fake_train)
+    pretrain.pretrain_target(params, data, progress=False)
+    samples = data.pretraining_samples()
+    assert len(seen["images"]) == len(seen["captions"]) == len(samples) == len(data.pretraining_set()) + 3 * (2 + 1)
+    first = data.split(data.private_domains[0], "member").iloc[0]
+    copies = [i for i, name in enumerate(samples["file_name"]) if name == first["file_name"]]
+    assert len(copies) == 3 and all(seen["captions"][i] == first["text"] for i in copies)
+    assert all(torch.equal(seen["images"][i], data.load_images(first.to_frame().T, 16)[0]) for i in copies)
+    stored = (pretrain.target_dir(params) / "params.json").read_text()
+    assert '"member_duplicates": [\n  3,\n  2\n ]' in stored

@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import numpy as np
@@ -85,7 +86,8 @@ def test_world_key_changes_with_the_caption_settings_and_the_version():
     params = config.load_profile("mini", name_only_captions=0.5, varied_captions=False)
     assert world.WorldSpec.from_params(params) == world.WorldSpec(
         seed=0, image_size=16, private_domains=8, members_per_domain=16, nonmembers_per_domain=16,
-        public_domains=8, images_per_public_domain=4, name_only_captions=0.5, varied_captions=False)
+        public_domains=8, images_per_public_domain=4, name_only_captions=0.5, varied_captions=False,
+        member_duplicates=(32, 16, 8, 4))
     for bad in (-0.1, 1.5):
         with pytest.raises(ConfigError, match="name_only_captions"):
             config.load_profile("mini", name_only_captions=bad)
@@ -173,3 +175,117 @@ def test_load_data_caches_the_world(smoke_params, smoke_data):
     again = world.load_data(smoke_params)
     assert again.folder == smoke_data.folder
     assert len(smoke_data.private_domains) == smoke_params.private_domains
+
+
+# ------------------------------------------------------------------- the leak knobs: duplicates and shift
+
+# Today's worlds before the knobs existed, pinned: sha256 over every image's pixel bytes (in file order) and over
+# the metadata.jsonl that write_imagefolder writes, for SPEC and for mini's world.
+PLAIN_WORLDS = {
+    "small": ("v2-3-16-3-5-4-2-3-0.25-1", "34afb05707fa4211bb1d6ba073b874d93cde48b738596e76e303d4632e45876a",
+              "fff0026f41ff0beb5652439e484b395805fdd4d9583457aa5f9b7197b2825c8c"),
+    "mini": ("v2-0-16-8-16-16-8-4-0.25-1", "26bc470bf1c5970b5e85cd9e347476f6a4f42dc8585b58c96dfada842021415b",
+             "1b15e9acea2ac0a2875a5023dbbba835bddf04d4570737c945cfe325daca5a28"),
+}
+
+
+def _world_hashes(spec, folder):
+    images, meta = world.generate_world(spec)
+    world.write_imagefolder(folder, images, meta)
+    pixels = hashlib.sha256(b"".join(_bytes(images))).hexdigest()
+    return spec.key(), pixels, hashlib.sha256((folder / world.METADATA).read_bytes()).hexdigest()
+
+
+def test_neutral_knobs_reproduce_the_plain_world_bit_for_bit(tmp_path):
+    mini = config.load_profile("mini", member_duplicates=[], nonmember_shift=0.0)
+    neutral = _with(SPEC, member_duplicates=(), nonmember_shift=0.0)
+    assert _world_hashes(neutral, tmp_path / "small") == PLAIN_WORLDS["small"]
+    assert _world_hashes(world.WorldSpec.from_params(mini), tmp_path / "mini") == PLAIN_WORLDS["mini"]
+    assert world.data_identity(mini) == "v2-0-16-8-16-16-8-4-0.25-1|"
+    assert "duplicates" not in (tmp_path / "mini" / world.METADATA).read_text()
+
+
+def test_member_duplicates_are_exact_per_file_and_in_the_pretraining_samples(tmp_path):
+    images, meta = world.generate_world(_with(SPEC, member_duplicates=(3, 2)))
+    plain_images, plain = world.generate_world(SPEC)
+    assert _bytes(images) == _bytes(plain_images), "duplicates are exact copies of the plain world's images"
+    pd.testing.assert_frame_equal(meta.drop(columns="duplicates"), plain)
+    data = world.ImageFolderData(world.write_imagefolder(tmp_path / "w", images, meta))
+    expected = {name: 1 for name in data.meta["file_name"]}
+    for domain in data.private_domains:
+        members = data.split(domain, "member")["file_name"]
+        expected[members[0]], expected[members[1]] = 3, 2
+    assert dict(zip(data.meta["file_name"], data.meta["duplicates"])) == expected
+    unique = data.pretraining_set()
+    assert len(unique) == 3 * 5 + 2 * 3 and unique["file_name"].is_unique
+    samples = data.pretraining_samples()
+    assert samples["file_name"].value_counts().to_dict() == {n: expected[n] for n in unique["file_name"]}
+    assert len(samples) == 3 * (5 + 2 + 1) + 2 * 3
+    assert list(samples.columns) == list(unique.columns)
+    plain_data = world.ImageFolderData(world.write_imagefolder(tmp_path / "plain", plain_images, plain))
+    assert (plain_data.meta["duplicates"] == 1).all(), "a folder without the column: every image once"
+    pd.testing.assert_frame_equal(plain_data.pretraining_samples(), plain_data.pretraining_set())
+
+
+def _mean_red_minus_blue(images):
+    return float(np.mean([np.asarray(im, float)[..., 0].mean() - np.asarray(im, float)[..., 2].mean()
+                          for im in images]))
+
+
+def test_nonmember_shift_moves_only_the_nonmember_pixels_monotonically(tmp_path):
+    images, meta = world.generate_world(SPEC)
+    nonmember = (meta["split"] == "nonmember").to_numpy()
+    warmth = [_mean_red_minus_blue([im for im, out in zip(images, nonmember) if out])]
+    for shift in (0.25, 0.5, 1.0):
+        shifted_images, shifted = world.generate_world(_with(SPEC, nonmember_shift=shift))
+        pd.testing.assert_frame_equal(shifted, meta)  # identities, splits and captions unchanged
+        raw, shifted_raw = np.array(_bytes(images), object), np.array(_bytes(shifted_images), object)
+        assert (raw[~nonmember] == shifted_raw[~nonmember]).all(), "members (and public images) unchanged"
+        assert (raw[nonmember] != shifted_raw[nonmember]).all(), "every non-member moves"
+        warmth.append(_mean_red_minus_blue([im for im, out in zip(shifted_images, nonmember) if out]))
+    assert all(b > a + 2 for a, b in zip(warmth, warmth[1:])), f"the warm cast grows with the shift: {warmth}"
+    plain = world.ImageFolderData(world.write_imagefolder(tmp_path / "plain", images, meta))
+    shifted_images, shifted = world.generate_world(_with(SPEC, nonmember_shift=0.8))
+    moved = world.ImageFolderData(world.write_imagefolder(tmp_path / "shifted", shifted_images, shifted))
+    pd.testing.assert_frame_equal(moved.pretraining_samples(), plain.pretraining_samples())
+    samples = moved.pretraining_samples()
+    assert torch.equal(moved.load_images(samples, 16), plain.load_images(samples, 16)), "same pre-training data"
+    assert list(moved.meta["text"]) == list(plain.meta["text"]), "same captions, so the same tokenizer vocabulary"
+
+
+def test_the_knobs_enter_the_world_key_only_when_set():
+    keys = {_with(SPEC, **change).key() for change in
+            ({}, {"member_duplicates": (3, 2)}, {"member_duplicates": (3,)}, {"nonmember_shift": 0.5},
+             {"nonmember_shift": 0.8}, {"member_duplicates": (3, 2), "nonmember_shift": 0.5})}
+    assert len(keys) == 6
+    assert _with(SPEC, member_duplicates=(), nonmember_shift=0.0).key() == PLAIN_WORLDS["small"][0]
+    params = config.load_profile("mini", member_duplicates=[32, 16, 8, 4], nonmember_shift=0.5)
+    spec = world.WorldSpec.from_params(params)
+    assert (spec.member_duplicates, spec.nonmember_shift) == ((32, 16, 8, 4), 0.5)
+    assert world.data_identity(params) == f"{PLAIN_WORLDS['mini'][0]}-dup32.16.8.4-shift0.5|"
+
+
+def test_bad_knob_values_raise_clear_errors(tmp_path):
+    for bad in ([0], [2, -1], [1] * 17):  # mini has 16 members per domain
+        with pytest.raises(ConfigError, match="member_duplicates"):
+            config.load_profile("mini", member_duplicates=bad)
+    with pytest.raises(ConfigError, match="member_duplicates"):
+        config.load_profile("mini", member_duplicates=[2.5])
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="nonmember_shift"):
+            config.load_profile("mini", nonmember_shift=bad)
+    assert config.load_profile("mini", member_duplicates=[1] * 16).member_duplicates == [1] * 16
+    rows = [{"file_name": "a.png", "text": "photo of X", "domain": "X", "split": "member", "duplicates": 2},
+            {"file_name": "b.png", "text": "photo of X", "domain": "X", "split": "nonmember", "duplicates": 1}]
+    for row, value, message in ((0, 0, "integer >= 1"), (0, 1.5, "integer >= 1"), (1, 3, "non-members")):
+        broken = [dict(r) for r in rows]
+        broken[row]["duplicates"] = value
+        (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in broken))
+        with pytest.raises(ValueError, match=f"{message}.*{broken[row]['file_name']}"):
+            world.ImageFolderData(tmp_path)
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    assert world.ImageFolderData(tmp_path).pretraining_samples()["file_name"].tolist() == ["a.png", "a.png"]
+    with pytest.raises(ConfigError, match="data_dir"):
+        config.load_profile("sd", member_duplicates=[2])
+    with pytest.raises(ConfigError, match="data_dir"):
+        config.load_profile("sd", nonmember_shift=0.5)

@@ -13,6 +13,11 @@ value law of minima of positive variables); a Weibull fitted to the lower half o
 the probability that a novel image falls below a threshold. The threshold is the distance at which the expected
 number of novel images counted as copies over the whole generation budget equals ``false_positives`` (a small
 number such as 0.05), and never more than half the smallest held-out distance (see ``CAP_FRACTION``).
+
+Each match also records how often the nearest training image appears in pre-training (its duplication class:
+memorisation concentrates on heavily duplicated images, Carlini et al.) and the distance to the nearest image
+of the *prompted* identity, so that copies can be counted per class (``counts_by_duplication``) and the drift
+of a model's generations towards or away from the training data measured (``drift_table``).
 """
 
 from __future__ import annotations
@@ -141,29 +146,71 @@ def calibrate_threshold(heldout: torch.Tensor, training: torch.Tensor, budget: i
     return Calibration(threshold=threshold, tail=tail, budget=budget)
 
 
+def _own_nearest(generations: torch.Tensor, prompted_domains: list[str], training: torch.Tensor,
+                 training_rows: pd.DataFrame, tiles: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per generation, the distance to the nearest training image of its *prompted* domain and that image's
+    index into ``training`` (NaN and -1 where the domain has no training images): one search per domain."""
+    prompted, domain_of = np.asarray(prompted_domains, dtype=object), training_rows["domain"].to_numpy()
+    distance, index = np.full(len(prompted), np.nan), np.full(len(prompted), -1)
+    for domain in pd.unique(prompted):
+        asked, own = np.flatnonzero(prompted == domain), np.flatnonzero(domain_of == domain)
+        if len(own):
+            d, i = nearest_neighbours(generations[asked], training[own], tiles)
+            distance[asked], index[asked] = d.numpy(), own[i.numpy()]
+    return distance, index
+
+
+def _classes_by_domain(training_rows: pd.DataFrame) -> dict[str, str]:
+    """Per domain, the duplication counts its training images come in, ascending and comma-separated ("1,4,32"):
+    the classes its copies are counted in, carried in every match row so that each cell and condition of a
+    domain reports the same classes, those with no copy included."""
+    counts = _duplicates(training_rows)
+    return {domain: ",".join(map(str, sorted(set(counts[training_rows["domain"].to_numpy() == domain]))))
+            for domain in pd.unique(training_rows["domain"])}
+
+
+def _duplicates(training_rows: pd.DataFrame) -> np.ndarray:
+    """How often each training image appears in pre-training (1 each when the rows do not say)."""
+    if "duplicates" not in training_rows:
+        return np.ones(len(training_rows), dtype=int)
+    return training_rows["duplicates"].to_numpy(int)
+
+
 def match_generations(generations: torch.Tensor, prompted_domains: list[str], training: torch.Tensor,
                       training_rows: pd.DataFrame, threshold: float, tiles: int = 1,
                       candidates: list[torch.Tensor] | None = None) -> pd.DataFrame:
-    """One row per generation: its nearest training image, the distance, and whether it is extracted.
+    """One row per generation: its nearest training image (file, domain, index, ``nearest_duplicates``: how
+    often that image appears in pre-training), the distance, whether it is extracted, ``own_distance`` (to the
+    nearest training image of the prompted domain, NaN when it has none) and ``own_classes`` (the prompted
+    domain's duplication classes, ``_classes_by_domain``).
 
-    ``candidates`` (from ``embedding_prefilter``) restricts each generation's search to those training images.
+    ``candidates`` (from ``embedding_prefilter``) restricts each generation's search to those training images
+    and the prompted domain's own (which ``own_distance`` searches anyway), so the nearest is never farther
+    than the nearest own image.
     """
     if len(generations) != len(prompted_domains):
         raise ValueError(f"{len(generations)} generations but {len(prompted_domains)} prompted domains")
     if len(training) != len(training_rows):
         raise ValueError(f"{len(training)} training images but {len(training_rows)} rows describing them")
+    own_distance, own_nearest = _own_nearest(generations, prompted_domains, training, training_rows, tiles)
     if candidates is None:
         distances, nearest = nearest_neighbours(generations, training, tiles)
+        distances, nearest = distances.numpy(), nearest.numpy()
     else:
         found = [nearest_neighbours(g[None], training[c], tiles) for g, c in zip(generations, candidates)]
-        distances = torch.cat([d for d, _ in found])
-        nearest = torch.stack([c[i[0]] for (_, i), c in zip(found, candidates)])
-    rows = training_rows.iloc[nearest.numpy()]
+        distances = torch.cat([d for d, _ in found]).numpy()
+        nearest = torch.stack([c[i[0]] for (_, i), c in zip(found, candidates)]).numpy()
+        closer_own = own_distance < distances  # False where NaN
+        distances, nearest = np.where(closer_own, own_distance, distances), np.where(closer_own, own_nearest, nearest)
+    rows = training_rows.iloc[nearest]
+    classes = _classes_by_domain(training_rows)
     return pd.DataFrame({
         "domain": prompted_domains, "generation": np.arange(len(generations)),
         "nearest_file": rows["file_name"].to_numpy(), "nearest_domain": rows["domain"].to_numpy(),
-        "nearest_index": nearest.numpy(), "distance": distances.numpy(),
-        "extracted": distances.numpy() <= threshold})
+        "nearest_index": nearest, "nearest_duplicates": _duplicates(training_rows)[nearest],
+        "distance": distances.astype(np.float32), "extracted": distances <= threshold,
+        "own_distance": own_distance.astype(np.float32),
+        "own_classes": [classes.get(d, "") for d in prompted_domains]})
 
 
 COUNTS = ("generations", "extracted_own", "extracted_other", "distinct_own", "distinct_other")
@@ -181,11 +228,69 @@ def extraction_counts(matches: pd.DataFrame, false_positive_rate: float) -> pd.D
                           "extracted_other": int((~own).sum()),
                           "distinct_own": hits.loc[own, "nearest_file"].nunique(),
                           "distinct_other": hits.loc[~own, "nearest_file"].nunique(),
-                          "expected_false_positives": len(group) * false_positive_rate,
-                          "median_distance": float(group["distance"].median())})
+                          "expected_false_positives": len(group) * false_positive_rate})
 
     table = matches.groupby("domain", sort=False).apply(count, include_groups=False).reset_index()
     return table.astype({c: int for c in COUNTS})
+
+
+# what every match row holds beyond its domain and generation (matches of older versions lack the last three)
+MATCH_COLUMNS = ("nearest_file", "nearest_domain", "distance", "extracted", "nearest_duplicates", "own_distance",
+                 "own_classes")
+# the quantiles of the drift statistics, by the suffix of their names (linear interpolation, as np.quantile)
+DRIFT_QUANTILES = {"q10": 0.10, "q25": 0.25, "median": 0.50, "q75": 0.75, "q90": 0.90}
+
+
+def check_matches(matches: pd.DataFrame, columns=MATCH_COLUMNS) -> None:
+    """Refuse matches that lack a column (e.g. read from a cell cached by an older version) instead of
+    counting them wrong."""
+    missing = [c for c in columns if c not in matches]
+    if missing:
+        raise ValueError(f"the extraction matches lack column(s) {', '.join(missing)}: they come from an older "
+                         "match_generations (e.g. a cached cell or table); match the generations again")
+
+
+def listed_classes(matches: pd.DataFrame) -> list[int]:
+    """The duplication classes the rows' ``own_classes`` list (their union), largest first."""
+    listed = {int(k) for text in pd.unique(matches["own_classes"]) for k in str(text).split(",") if k}
+    return sorted(listed, reverse=True)
+
+
+def counts_by_duplication(matches: pd.DataFrame, training_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per prompted domain and duplication class k of its training images (largest first), then ``pooled``
+    over domains: ``generations`` of the domain's prompt, ``extracted_own`` (those copying an own member
+    of class k), ``distinct_own`` (own members of class k copied), and with ``training_rows``, ``members``
+    (the domain's training images of class k)."""
+    check_matches(matches)
+    rows = []
+    for domain, group in matches.groupby("domain", sort=False):
+        own = group[group["extracted"] & (group["nearest_domain"] == domain)]
+        for k in listed_classes(group):
+            hits = own[own["nearest_duplicates"] == k]
+            rows.append({"domain": domain, "duplicates": k, "generations": len(group), "extracted_own": len(hits),
+                         "distinct_own": hits["nearest_file"].nunique()})
+    table = pd.DataFrame(rows, columns=["domain", "duplicates", "generations", "extracted_own", "distinct_own"])
+    if training_rows is not None:
+        members = training_rows.assign(duplicates=_duplicates(training_rows)).groupby(["domain", "duplicates"]).size()
+        table["members"] = [int(members.get((d, k), 0)) for d, k in zip(table["domain"], table["duplicates"])]
+    pooled = table.drop(columns="domain").groupby("duplicates").sum().sort_index(ascending=False).reset_index()
+    return pd.concat([table, pooled.assign(domain="pooled")], ignore_index=True)
+
+
+def drift_table(matches: pd.DataFrame, by: list[str] = ("domain",)) -> pd.DataFrame:
+    """Where the generations of each group of ``by`` lie relative to the training data: the quantiles
+    (``DRIFT_QUANTILES``) of their distance to the nearest training image (``nearest_median``, ...) and to the
+    nearest training image of the prompted identity (``own_nearest_median``, ...), and ``identity_accuracy``,
+    the share whose nearest training image is of the prompted domain. Fine-tuning that raises the distances
+    moved the generations away from the training data."""
+    check_matches(matches)
+    grouped = matches.assign(identity=matches["nearest_domain"] == matches["domain"]).groupby(list(by), sort=False)
+    table = grouped.size().rename("generations").to_frame()
+    for prefix, column in (("nearest", "distance"), ("own_nearest", "own_distance")):
+        for name, q in DRIFT_QUANTILES.items():
+            table[f"{prefix}_{name}"] = grouped[column].quantile(q)
+    table["identity_accuracy"] = grouped["identity"].mean()
+    return table.reset_index()
 
 
 @torch.no_grad()

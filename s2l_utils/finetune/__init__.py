@@ -99,6 +99,13 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def trains_token(method: str) -> bool:
+    """Whether ``method`` reaches the domain through a textual-inversion token (textual inversion and its
+    combinations): its placeholder replaces the attacked domain's name in the captions, so the token trains only
+    on captions that name that domain (the cross-domain control relabels its captions for these methods)."""
+    return any(isinstance(part, TextualInversion) for part in get_method(method).build(Params()))
+
+
 # Default learning rates per table (``ft_lr_defaults``, one of config.FT_LR_TABLES) and trained method.
 DEFAULT_LR: dict[str, dict[str, float]] = {
     # the miniature: full weights 1e-4, LoRA and hypernetwork 1e-3, textual inversion 5e-3 (A1111's embedding
@@ -137,8 +144,8 @@ class FinetuneResult:
 
 
 def data_digest(data: ImageFolderData) -> str:
-    """A content hash of a training set: each image file's bytes and caption, in order."""
-    digest, rows = hashlib.sha256(), data.pretraining_set()
+    """A content hash of a training set: each training sample's image file bytes and caption, in order."""
+    digest, rows = hashlib.sha256(), data.pretraining_samples()
     for name, text in zip(rows["file_name"], rows["text"]):
         digest.update(hashlib.sha256((data.folder / name).read_bytes()).digest() + text.encode() + b"\0")
     return digest.hexdigest()[:16]
@@ -212,13 +219,13 @@ def finetune(method: str, params: Params, sp_set: ImageFolderData, out_dir: str 
         model = DiffusionModel(pipe)
         if model.device.type == "cuda":  # trade compute for memory on real SD
             pipe.unet.enable_gradient_checkpointing()
-        rows = sp_set.pretraining_set()
+        rows = sp_set.pretraining_samples()
         captions = list(rows["text"])
         for part in parts:
             captions = [part.rewrite(c) for c in captions]
         prior = None
         if params.prior_preservation:
-            prior_rows = prior_set.pretraining_set()
+            prior_rows = prior_set.pretraining_samples()
             prior = (prior_set.load_images(prior_rows, model.image_size), list(prior_rows["text"]),
                      params.prior_loss_weight)
         spec = TrainSpec(steps=params.ft_steps, batch_size=params.ft_batch_size, lr=learning_rate(params, method),
