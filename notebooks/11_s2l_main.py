@@ -26,7 +26,7 @@
 # | condition | fine-tuned on | what it isolates |
 # | --- | --- | --- |
 # | `s2l` | the attacked domain's SP set ("photo of <Name>" generations of the target) | the attack |
-# | `cross_domain` | another private domain's SP set (for token methods: captioned with this domain's name, see below) | fine-tuning on synthetic data *without* this domain's knowledge |
+# | `cross_domain` | S2L run for another private domain: its SP set, its name, its own token for token methods (see below) | fine-tuning on synthetic data *without* this domain's knowledge |
 # | `real_nonmember` | real held-out images of the attacked domain | fine-tuning on fresh real data of the domain |
 #
 # **The S2L effect is S2L minus the cross-domain control**, not after minus before: any fine-tuning moves the
@@ -41,10 +41,11 @@
 # nearest of the domain's own members, and the share nearest to the domain's own members).
 #
 # Beside the attacks stands the **blind baseline** (notebook 09): a classifier that never sees a model, fitted
-# on simple image features to tell the members from the non-members, cross-fitted on disjoint folds. Its AUC
-# says how much of an MIA AUC the data give away by themselves: near 0.5 the MIA AUCs are about what the model
-# leaks; well above 0.5, members and non-members differ without any model, and an MIA AUC up to about the blind
-# one needs no leakage at all. It needs no model, so it is computed once per cell, with the target.
+# on simple image features to tell the members from the non-members, cross-fitted on disjoint folds and averaged
+# over 20 fold splits. Its AUC says how much of an MIA AUC the data give away by themselves: near 0.5, no
+# separation is detected by simple image statistics (a lower bound: a stronger model-free classifier might find
+# some), and the MIA AUCs are read as what the model leaks; well above 0.5, that much separation needs no model,
+# and an MIA AUC up to about the blind one needs no leakage at all. It needs no model, so it is computed once per cell, with the target.
 #
 # CIs: a cluster bootstrap. The domain is the unit of independence (a domain's cells score the same images),
 # so every draw resamples the domains a summary combines, then the images and generations within each drawn
@@ -165,17 +166,18 @@ run.savefig(plots.effect_panels(experiment.effect_panels(summary),
 #   "partly" agrees with the paper only when its corrected ups exceed both that chance count and the downs;
 #   "yes" needs more than half of the estimates up.
 #
-# **The control of token methods.** Textual inversion and TI+LoRA reach the domain through a placeholder token
-# that replaces its name in captions and prompts. If the control's captions named another identity, the token
-# would never appear in them and would stay at its initialiser (`ti_initializer`, "person"): the control would
-# attack the domain through an untrained token, and the S2L effect would measure what the trained token is
-# worth, not what S2L leaks (on `full`, issue 11: the control's token moved 0.0006, S2L's 0.29). So for these
-# methods the control trains on the same other domain's SP images, captioned with *this* domain's name: its
-# token trains for as many steps, on as much synthetic data, as under S2L, but learns another identity. Both
-# models then reach the domain through an equally trained token, and they differ only in what S2L adds: images
-# generated from this domain's name. Methods without a token keep the other identity's captions: relabelling
-# them would overwrite the domain's pretrained name with another identity (unlearning it, a different
-# intervention), while their control reaches the domain through its real name, untouched like theirs.
+# **The control of token methods.** Textual inversion and TI+LoRA reach a domain through a placeholder token that
+# replaces its name in captions and prompts. The control is S2L run for the *next* domain, for every method: that
+# domain's SP set, its name and, for token methods, its own token, trained for as many steps on as much synthetic
+# data. The control is then attacked on this domain the way the pretrained model knows it, by its name. For
+# textual inversion alone that is exactly the target (only another domain's token changed; tested), so its S2L
+# effect sets the token learned from this domain's SP set against the name. Under the null (the SP set holds
+# nothing about the members beyond what the name already gives) the token at best recovers what the name does.
+# Two designs were rejected: a control whose captions name another identity while the token stands for this
+# one (the token never trains: it stays "person", and the effect measures the name's loss; on `full`, issue 11,
+# it moved 0.0006 against S2L's 0.29), and one whose captions are relabelled with this domain's name (the token
+# trains, but learns another identity, so the control is asked about a wrong person and every attack on it is
+# weakened by construction).
 
 # %%
 effect = summary[(summary["comparison"] == experiment.EFFECT)

@@ -4,10 +4,11 @@ A *cell* is one (method, attacked domain, seed) with its parameters. In a cell t
 several *conditions* and every model is attacked on the same images:
 
 * ``s2l``: on the attacked domain's SP set (the attack);
-* ``cross_domain``: on another private domain's SP set (control: plain fine-tuning on synthetic data of the
-  same kind, but without knowledge of this domain). For a method with a textual-inversion token
-  (``finetune.trains_token``) the captions are relabelled with the attacked domain's name, which the token
-  replaces: the token trains as long, on as much synthetic data, as under S2L, but learns another identity;
+* ``cross_domain``: S2L run for another private domain (its SP set, its name and, for a method with a
+  textual-inversion token, its own token, trained as long on as much synthetic data), then attacked on this
+  domain the way the pretrained model knows it, by its name (control: the same fine-tuning on synthetic data of
+  the same kind, without knowledge of this domain). For textual inversion alone the control is the target
+  itself (only the other domain's new token changed), so its S2L effect is the token against the name;
 * ``real_nonmember``: on real held-out images of the attacked domain (control: real fresh data of the domain);
 * ``domain_transfer``: on the SP set plus real images of the public domains closest to it (S2L-DomainTrans).
 
@@ -112,17 +113,17 @@ def training_set(condition: str, params: Params, data: world.ImageFolderData, ta
                          ignore_index=True)
         return _view(_absolute(data), rows)
     if condition == "cross_domain":
-        other = cross_domain_of(data, domain)
-        sp = synthesis.ensure_sp_set(params, data, target, other, progress)
-        if not finetune.trains_token(params.method):
-            return sp
-        # the token stands for the attacked domain's name: without it in the captions it would never train and
-        # the control would reach the domain through an untrained token (see the module docstring)
-        return _view(sp, sp.meta.assign(text=sp.meta["text"].str.replace(other, domain, regex=False)))
+        return synthesis.ensure_sp_set(params, data, target, trained_for(condition, data, domain), progress)
     if condition == "real_nonmember":
         control, _ = split_nonmembers(data, domain)
         return _view(data, control.assign(split="member", text=world.domain_prompt(domain)))
     check_conditions([condition])
+
+
+def trained_for(condition: str, data: world.ImageFolderData, domain: str) -> str:
+    """The domain a condition's fine-tune is run for: the attacked one, except under the cross-domain control, which
+    is S2L of the next domain (``cross_domain_of``), its token (if the method has one) standing for that domain."""
+    return cross_domain_of(data, domain) if condition == "cross_domain" else domain
 
 
 def _absolute(data: world.ImageFolderData) -> world.ImageFolderData:
@@ -182,8 +183,8 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
         trained_on = training_set(condition, params, data, target, domain, progress)
         # fine-tune a copy of the very target attacked here (where it was loaded from): a cell's seed varies the
         # SP set and the fine-tuning, while params.seed would otherwise also select a target pretrained with it
-        result = finetune.finetune(params.method, params, trained_on, folder, domain, None, device, progress,
-                                   base=pretrain.target_source(params, target))
+        result = finetune.finetune(params.method, params, trained_on, folder, trained_for(condition, data, domain),
+                                   None, device, progress, base=pretrain.target_source(params, target))
         tuned = finetune.load_finetuned(result.folder, device)
         pipe, rewrite = tuned.pipe, tuned.rewrite
     scores = pd.concat([suite.membership_scores(pipe, context["evaluation"], [domain], params, rewrite,
@@ -214,8 +215,9 @@ PLAN_PARAMS = ("models", "attack_domains", "extraction_samples", "preview_sample
 # The code version of a cell's results, part of the cell and target-results keys: bump it whenever what a cell
 # computes changes for unchanged parameters (training sets of the conditions, attacks, extraction). A cell's key
 # also holds the versions of the SP sets and fine-tunes it uses; the target's own is in its key. 2: issue 11.
-# 3: issue 12 (the blind baseline in the target's results, the token methods' cross-domain control).
-CELL_VERSION = 3
+# 3: issue 12 (the blind baseline in the target's results). 4: the cross-domain control is S2L of the other domain
+# (its token for token methods), extraction calibrated on unshifted held-out images.
+CELL_VERSION = 4
 
 
 def cell_dir(params: Params, target=None) -> Path:

@@ -25,12 +25,14 @@
   is the image bootstrap. Percentile 95% CIs of averages of a metric stay inside its range, and an estimate
   that is identical in every draw (0 copies before and after) gets a zero-width interval at its value.
 * **p-values and multiplicity.** A two-sided bootstrap p-value per estimate (twice the smaller share of draws
-  on either side of 0); within a *family* (one comparison and one metric of one summary, e.g. the S2L effect
-  on advantage over every method x attack) the p-values are adjusted (Holm, or Benjamini-Hochberg), and an
+  on either side of 0); within a *family* (one comparison and one metric family of one summary, e.g. the S2L
+  effect on advantage over every method x attack) the p-values are adjusted (Holm, or Benjamini-Hochberg), and an
   estimate is "up" / "down" only when its adjusted p is below ``ALPHA``. Judged (``is_judged``): attack
   strength, the extraction counts, the per-class ``own_copies_{k}x``, the two drift medians and identity
   accuracy; AUC, the per-class distinct counts and the outer quantiles are shown, not judged (each judged
-  metric would add a family of verdicts; the medians carry the drift's verdict).
+  metric would add verdicts; the medians carry the drift's verdict). The per-class copies form one family
+  (every class x method), and so do the three drift metrics (``verdict_family``), so splitting a count by
+  class or describing drift three ways does not multiply the chances of a spurious verdict.
 * **Claims** count the ups and downs of their estimates and set them against chance (``agreement``).
 """
 
@@ -121,6 +123,17 @@ def cell_estimates(scores: pd.DataFrame, matches: pd.DataFrame, n_bootstrap: int
 def class_metric(metric: str, duplicates: int) -> str:
     """A per-class extraction metric's name: ``own_copies`` of the 32x members is ``own_copies_32x``."""
     return f"{metric}_{duplicates}x"
+
+
+DRIFT_FAMILY, PER_CLASS_FAMILY = "drift", "own_copies by duplication class"
+
+
+def verdict_family(metric: str) -> str:
+    """The multiplicity family a judged metric belongs to: the per-class copies together, the drift metrics
+    together, every other metric its own."""
+    if JUDGED_PER_CLASS.fullmatch(metric):
+        return PER_CLASS_FAMILY
+    return DRIFT_FAMILY if metric in ("nearest_median", "own_nearest_median", "identity_accuracy") else metric
 
 
 def is_judged(metric: str) -> bool:
@@ -288,12 +301,14 @@ def adjust_pvalues(p, correction: str = "holm") -> np.ndarray:
 
 def judge(summary: pd.DataFrame, correction: str = "holm", alpha: float = ALPHA,
           family: tuple[str, ...] = ("comparison", "metric")) -> pd.DataFrame:
-    """Adds p_adjusted (within each family of judged metrics) and a verdict: "up" / "down" when the adjusted
-    p is below ``alpha`` and the change positive / negative, else "no change"; "" for metrics not judged."""
+    """Adds p_adjusted (within each family of judged metrics: the columns ``family``, where ``metric`` stands
+    for its ``verdict_family``) and a verdict: "up" / "down" when the adjusted p is below ``alpha`` and the
+    change positive / negative, else "no change"; "" for metrics not judged."""
     summary = summary.copy()
     judged = summary["metric"].map(is_judged) & summary["p"].notna()
     summary["p_adjusted"] = np.nan
-    for _, index in summary[judged].groupby(list(family), sort=False).groups.items():
+    keys = [summary["metric"].map(verdict_family) if name == "metric" else summary[name] for name in family]
+    for _, index in summary[judged].groupby([k[judged] for k in keys], sort=False).groups.items():
         summary.loc[index, "p_adjusted"] = adjust_pvalues(summary.loc[index, "p"], correction)
     significant = summary["p_adjusted"] < alpha
     verdict = np.select([significant & (summary["value"] > 0), significant & (summary["value"] < 0)],

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -410,6 +410,16 @@ def ensure_world(spec: WorldSpec) -> Path:
         images, meta = generate_world(spec)
         write_imagefolder(folder, images, meta)
     return folder
+
+
+def unshifted_twin(data: ImageFolderData, params: Params) -> ImageFolderData:
+    """Where the images of ``data``'s rows are read from when they must come from the members' distribution:
+    for the miniature world with ``nonmember_shift`` > 0, its twin with no shift (same members byte for byte, the
+    same non-member photos before the shift, same file names), else ``data`` itself. The extraction threshold is
+    calibrated on it, so that a shift does not move the threshold (real data has no twin)."""
+    if params.nonmember_shift > 0 and not params.data_dir:
+        return ImageFolderData(ensure_world(replace(WorldSpec.from_params(params), nonmember_shift=0.0)))
+    return data
 
 
 def read_domains_file(path: str | Path) -> list[str]:

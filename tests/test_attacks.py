@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from s2l_utils import models, world
-from s2l_utils.attacks import extraction, metrics, mia
+from s2l_utils.attacks import extraction, metrics, mia, suite
 from s2l_utils.config import load_profile
 from s2l_utils.sampling import noise_seed
 
@@ -198,6 +198,34 @@ def test_novel_images_almost_never_count_as_extracted_while_near_copies_do():
     assert bool((near_distances <= calibration.threshold).all()), "a near-copy of a training image was missed"
 
 
+def test_nonmember_shift_leaves_the_extraction_threshold_as_it_is(monkeypatch):
+    # the threshold describes novel images of the members' distribution: on a shifted mini world it is
+    # calibrated on the unshifted twins of the same non-members (same file names), so it equals the plain one
+    calibrate, heldout = extraction.calibrate_threshold, {}
+
+    def recording(images, *args):
+        heldout[shift] = images
+        return calibrate(images, *args)
+
+    monkeypatch.setattr(extraction, "calibrate_threshold", recording)
+    thresholds, training, data = {}, {}, {}
+    for shift in (0.0, 1.0):
+        params = load_profile("mini", nonmember_shift=shift)
+        data[shift] = world.load_data(params)
+        rows, training[shift] = suite.training_images(data[shift], params.image_size)
+        thresholds[shift] = suite.extraction_calibration(data[shift], data[shift].private_domains, training[shift],
+                                                         params, generations=400).threshold
+    assert torch.equal(training[1.0], training[0.0]), "the shift leaves the members as they are"
+    assert thresholds[1.0] == thresholds[0.0]
+    assert torch.equal(heldout[1.0], heldout[0.0]), "the held-out images used are the unshifted ones"
+    rows = pd.concat([data[1.0].split(d, "nonmember") for d in data[1.0].private_domains])
+    shifted = data[1.0].load_images(rows, params.image_size)
+    assert not torch.equal(shifted, heldout[0.0])
+    # what the shifted non-members themselves would give: a looser threshold, more copies counted
+    leaked = calibrate(shifted, training[1.0], 400, params.extraction_false_positives, params.extraction_tiles)
+    assert leaked.threshold > 1.2 * thresholds[0.0]
+
+
 def test_novelty_tail_recovers_a_weibull_and_refuses_what_it_cannot_fit():
     rng = np.random.default_rng(0)
     tail = extraction.fit_novelty_tail(0.5 * rng.weibull(6.0, 4000))
@@ -229,12 +257,20 @@ def test_matches_carry_the_copied_members_duplication_class_and_the_distance_to_
     assert matches["own_distance"].iloc[2] == pytest.approx(own[2].item(), abs=1e-5)
     assert np.isnan(matches["own_distance"].iloc[3]) and matches["own_classes"].tolist() == ["1,8,32"] * 3 + [""]
     assert (matches["own_distance"].fillna(np.inf) >= matches["distance"] - 1e-6).all()
-    # CLIP candidates that leave out the prompted domain: its own images are searched anyway
+    # CLIP candidates that leave out the prompted domain: the nearest is searched among the candidates only, for
+    # every domain alike (searching the prompted domain in full would favour it), so A's copy goes unseen there,
+    # while own_distance still searches A's images exhaustively and lies below the approximate nearest
     other = [torch.arange(6, 12)] * 4
     restricted = extraction.match_generations(generations, prompted, training, rows, 0.01, candidates=other)
-    assert restricted["nearest_file"].tolist()[:2] == ["img0.png", "img6.png"] and restricted["distance"].iloc[0] == 0
+    assert restricted["nearest_domain"].tolist() == ["B"] * 4
+    assert restricted["nearest_file"].iloc[1] == "img6.png"
+    assert restricted["distance"].to_numpy() == pytest.approx(brute[:, 6:].min(1).values.numpy(), abs=1e-5)
+    assert restricted["extracted"].tolist() == [False, True, False, False]
     pd.testing.assert_series_equal(restricted["own_distance"], matches["own_distance"])
-    assert restricted["nearest_domain"].iloc[3] == "B", "without an own domain, only the candidates are searched"
+    assert restricted["own_distance"].iloc[0] == 0 < restricted["distance"].iloc[0]
+    everything = extraction.match_generations(generations, prompted, training, rows, 0.01,
+                                              candidates=[torch.arange(12)] * 4)
+    pd.testing.assert_frame_equal(everything, matches, check_exact=False, atol=1e-6)
     unlabelled = extraction.match_generations(generations, prompted, training, rows.drop(columns="duplicates"), 0.01)
     assert unlabelled["nearest_duplicates"].tolist() == [1] * 4 and set(unlabelled["own_classes"]) == {"1", ""}
 

@@ -13,6 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from s2l_utils import experiment, finetune, models, notebook, paths, pretrain, report, world
+from s2l_utils.attacks import suite
 from s2l_utils.config import ConfigError
 from s2l_utils.finetune import textual_inversion
 
@@ -38,13 +39,13 @@ def test_each_condition_trains_on_what_it_claims(smoke_params, smoke_data):
     assert set(s2l.meta["domain"]) == {domain} and len(s2l) == 4
     cross = experiment.training_set("cross_domain", params, smoke_data, target, domain, progress=False)
     assert set(cross.meta["domain"]) == {other} and experiment.cross_domain_of(smoke_data, domain) == other
-    # a method without a token: the control's captions name the other identity, as its SP set was generated
-    assert params.method == "lora" and set(cross.pretraining_set()["text"]) == {world.domain_prompt(other)}
-    # a token method: the same images, captioned with the attacked domain's name, which its token replaces
+    # the control is S2L of the other domain: its SP set as generated, captions naming it, for every method
+    assert set(cross.pretraining_set()["text"]) == {world.domain_prompt(other)}
     token = experiment.training_set("cross_domain", dataclasses.replace(params, method="ti_lora"), smoke_data,
                                     target, domain, progress=False)
-    assert list(token.pretraining_set()["file_name"]) == list(cross.pretraining_set()["file_name"])
-    assert token.folder == cross.folder and set(token.pretraining_set()["text"]) == {world.domain_prompt(domain)}
+    assert token.folder == cross.folder and token.meta.equals(cross.meta)
+    assert experiment.trained_for("cross_domain", smoke_data, domain) == other
+    assert {experiment.trained_for(c, smoke_data, domain) for c in ("s2l", "real_nonmember")} == {domain}
     real = experiment.training_set("real_nonmember", params, smoke_data, target, domain, progress=False)
     control, _ = experiment.split_nonmembers(smoke_data, domain)
     assert list(real.pretraining_set()["file_name"]) == list(control["file_name"])
@@ -57,20 +58,21 @@ def test_each_condition_trains_on_what_it_claims(smoke_params, smoke_data):
         experiment.check_conditions(["s2l", "shuffle"])
 
 
-def test_a_token_methods_control_trains_its_token_on_another_identity(smoke_params, smoke_data, tmp_path,
-                                                                      monkeypatch):
-    """Textual inversion's placeholder replaces the attacked domain's name. Under the cross-domain control its
-    captions name that domain too, so the token trains about as far from its initialiser as under S2L (before,
-    it never appeared in a caption and only weight decay moved it)."""
+def test_the_control_of_textual_inversion_trains_the_other_domains_token_and_is_the_target_on_this_domain(
+        smoke_params, smoke_data, tmp_path, monkeypatch):
+    """The cross-domain control is S2L of the next domain: textual inversion trains that domain's token on its SP
+    set, as long as S2L trains this domain's. Attacked on this domain by its name, the control is then exactly the
+    target (only another token changed), so textual inversion's S2L effect is its learned token against the name:
+    no control token that learned another identity, and no untrained token that lost the name."""
     params = dataclasses.replace(smoke_params, method="textual_inversion", sp_size=4, sp_steps=2, ft_steps=4,
-                                 target_domain="")
+                                 target_domain="", attacks=["loss"])
     target, _ = pretrain.pretrain_target(params, smoke_data, progress=False)
     domain = smoke_data.private_domains[0]
-    token = textual_inversion.placeholder_for(domain)
-    seen, original_train = {}, finetune.train
+    other = experiment.cross_domain_of(smoke_data, domain)
     initial = target.text_encoder.get_input_embeddings().weight[
         target.tokenizer.encode(params.ti_initializer, add_special_tokens=False)[0]].detach().float()
-    moved = {}
+    seen, moved, attacked = {}, {}, {"target": (target, None)}
+    original_train = finetune.train
     for condition in ("s2l", "cross_domain"):
         def train(model, modules, images, captions, *args, **kwargs):
             seen[condition] = list(captions)
@@ -78,12 +80,21 @@ def test_a_token_methods_control_trains_its_token_on_another_identity(smoke_para
 
         monkeypatch.setattr(finetune, "train", train)
         trained_on = experiment.training_set(condition, params, smoke_data, target, domain, progress=False)
-        result = finetune.finetune(params.method, params, trained_on, tmp_path / condition, domain, device="cpu",
-                                   progress=False, base=pretrain.target_source(params, target))
-        learned = load_file(result.folder / textual_inversion.WEIGHTS)[token][0]
-        moved[condition] = float((learned - initial).norm() / initial.norm())
-    assert seen["cross_domain"] == seen["s2l"] == [f"photo of {token}"] * 4
+        trained_for = experiment.trained_for(condition, smoke_data, domain)
+        result = finetune.finetune(params.method, params, trained_on, tmp_path / condition, trained_for,
+                                   device="cpu", progress=False, base=pretrain.target_source(params, target))
+        learned = load_file(result.folder / textual_inversion.WEIGHTS)[textual_inversion.placeholder_for(trained_for)]
+        moved[condition] = float((learned[0] - initial).norm() / initial.norm())
+        tuned = finetune.load_finetuned(result.folder, "cpu")
+        attacked[condition] = (tuned.pipe, tuned.rewrite)
+    assert seen["s2l"] == [f"photo of {textual_inversion.placeholder_for(domain)}"] * 4
+    assert seen["cross_domain"] == [f"photo of {textual_inversion.placeholder_for(other)}"] * 4
     assert moved["s2l"] > 0.01 and 0.5 < moved["cross_domain"] / moved["s2l"] < 2, moved
+    evaluation = experiment.evaluation_view(smoke_data)
+    scores = {name: suite.membership_scores(pipe, evaluation, [domain], params, rewrite, progress=False)["score"]
+              .to_numpy() for name, (pipe, rewrite) in attacked.items()}
+    np.testing.assert_array_equal(scores["cross_domain"], scores["target"])
+    assert not np.allclose(scores["s2l"], scores["target"]), "S2L's token is what prompts the domain"
 
 
 def _scores(condition_scores: dict, cell: str = "c0", domain: str = "A") -> pd.DataFrame:

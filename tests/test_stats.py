@@ -309,3 +309,23 @@ def test_the_cell_budget_lets_one_percent_of_copies_exclude_zero():
         row = stats.combine(estimates, ["condition", "attack", "metric"]).set_index("metric").loc["own_copies"]
         assert row["value"] == copies and (row["lo"] > 0) == excludes_zero, (generations, row.to_dict())
     assert mini.main_extraction_samples >= 400
+
+
+def test_per_class_copies_and_the_drift_metrics_are_each_one_multiplicity_family():
+    """Splitting copies by duplication class (or describing drift three ways) must not multiply the chances of a
+    spurious verdict: Holm runs over every class x method together, and over the three drift metrics together."""
+    rows = [{"comparison": "effect", "method": m, "metric": f"own_copies_{k}x", "value": 1.0, "p": 0.02}
+            for m in ("lora", "textual_inversion") for k in (32, 16, 1)]
+    rows += [{"comparison": "effect", "method": m, "metric": name, "value": 0.1, "p": 0.02}
+             for m in ("lora", "textual_inversion") for name in ("nearest_median", "own_nearest_median",
+                                                                  "identity_accuracy")]
+    rows += [{"comparison": "effect", "method": m, "metric": "own_copies", "value": 1.0, "p": 0.02}
+             for m in ("lora", "textual_inversion")]
+    judged = stats.judge(pd.DataFrame(rows)).set_index(["method", "metric"])
+    assert judged.loc[("lora", "own_copies_32x"), "p_adjusted"] == pytest.approx(6 * 0.02)  # 6 tests, not 2
+    assert judged.loc[("lora", "identity_accuracy"), "p_adjusted"] == pytest.approx(6 * 0.02)
+    assert judged.loc[("lora", "own_copies"), "p_adjusted"] == pytest.approx(2 * 0.02)
+    assert set(judged["verdict"]) == {"no change", "up"}
+    assert (judged.xs("own_copies", level="metric")["verdict"] == "up").all()
+    assert stats.verdict_family("own_copies_4x") == stats.PER_CLASS_FAMILY
+    assert stats.verdict_family("advantage") == "advantage"

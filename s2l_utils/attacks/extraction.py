@@ -147,17 +147,16 @@ def calibrate_threshold(heldout: torch.Tensor, training: torch.Tensor, budget: i
 
 
 def _own_nearest(generations: torch.Tensor, prompted_domains: list[str], training: torch.Tensor,
-                 training_rows: pd.DataFrame, tiles: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per generation, the distance to the nearest training image of its *prompted* domain and that image's
-    index into ``training`` (NaN and -1 where the domain has no training images): one search per domain."""
+                 training_rows: pd.DataFrame, tiles: int) -> np.ndarray:
+    """Per generation, the distance to the nearest training image of its *prompted* domain (NaN where the
+    domain has no training images): one exhaustive search per domain."""
     prompted, domain_of = np.asarray(prompted_domains, dtype=object), training_rows["domain"].to_numpy()
-    distance, index = np.full(len(prompted), np.nan), np.full(len(prompted), -1)
+    distance = np.full(len(prompted), np.nan)
     for domain in pd.unique(prompted):
         asked, own = np.flatnonzero(prompted == domain), np.flatnonzero(domain_of == domain)
         if len(own):
-            d, i = nearest_neighbours(generations[asked], training[own], tiles)
-            distance[asked], index[asked] = d.numpy(), own[i.numpy()]
-    return distance, index
+            distance[asked] = nearest_neighbours(generations[asked], training[own], tiles)[0].numpy()
+    return distance
 
 
 def _classes_by_domain(training_rows: pd.DataFrame) -> dict[str, str]:
@@ -184,15 +183,17 @@ def match_generations(generations: torch.Tensor, prompted_domains: list[str], tr
     nearest training image of the prompted domain, NaN when it has none) and ``own_classes`` (the prompted
     domain's duplication classes, ``_classes_by_domain``).
 
-    ``candidates`` (from ``embedding_prefilter``) restricts each generation's search to those training images
-    and the prompted domain's own (which ``own_distance`` searches anyway), so the nearest is never farther
-    than the nearest own image.
+    ``candidates`` (from ``embedding_prefilter``) restricts each generation's search for its nearest training
+    image to those candidates, every domain alike, so the nearest (and with it ``extracted`` and the identity
+    accuracy) is approximate; ``own_distance`` still searches the prompted domain's own images exhaustively and
+    may then lie below ``distance``. (Merging the own images into the candidates would favour the prompted
+    domain: its images searched in full, the others' only among the candidates.)
     """
     if len(generations) != len(prompted_domains):
         raise ValueError(f"{len(generations)} generations but {len(prompted_domains)} prompted domains")
     if len(training) != len(training_rows):
         raise ValueError(f"{len(training)} training images but {len(training_rows)} rows describing them")
-    own_distance, own_nearest = _own_nearest(generations, prompted_domains, training, training_rows, tiles)
+    own_distance = _own_nearest(generations, prompted_domains, training, training_rows, tiles)
     if candidates is None:
         distances, nearest = nearest_neighbours(generations, training, tiles)
         distances, nearest = distances.numpy(), nearest.numpy()
@@ -200,8 +201,6 @@ def match_generations(generations: torch.Tensor, prompted_domains: list[str], tr
         found = [nearest_neighbours(g[None], training[c], tiles) for g, c in zip(generations, candidates)]
         distances = torch.cat([d for d, _ in found]).numpy()
         nearest = torch.stack([c[i[0]] for (_, i), c in zip(found, candidates)]).numpy()
-        closer_own = own_distance < distances  # False where NaN
-        distances, nearest = np.where(closer_own, own_distance, distances), np.where(closer_own, own_nearest, nearest)
     rows = training_rows.iloc[nearest]
     classes = _classes_by_domain(training_rows)
     return pd.DataFrame({
