@@ -27,11 +27,12 @@
 # | --- | --- | --- |
 # | `s2l` | the attacked domain's SP set ("photo of <Name>" generations of the target) | the attack |
 # | `cross_domain` | S2L run for another private domain: its SP set, its name, its own token for token methods (see below) | fine-tuning on synthetic data *without* this domain's knowledge |
-# | `real_nonmember` | real held-out images of the attacked domain | fine-tuning on fresh real data of the domain |
+# | `real_nonmember` | real held-out images of the attacked domain | fine-tuning on fresh real data of the domain; for token methods, a token for this domain trained without its members (see below) |
 #
-# **The S2L effect is S2L minus the cross-domain control**, not after minus before: any fine-tuning moves the
-# attacks' scores, and only what S2L does beyond plain fine-tuning on synthetic data is domain-specific
-# leakage. Each domain's non-members are split in two: the first half trains the real-data control, the
+# **The S2L effect is S2L minus the method's control** (`conditions: [s2l, control]`), not after minus before:
+# any fine-tuning moves the attacks' scores, and only what S2L does beyond its control is domain-specific
+# leakage. Methods that change weights are set against the cross-domain control; token methods against the
+# real-non-member one (below). Each domain's non-members are split in two: the first half trains the real-data control, the
 # second half is what every model is scored on. Attacks: membership inference (`attacks`: AUC, attack
 # strength |AUC − 0.5|, balanced accuracy, TPR at zero false positives; TPR at 1% FPR only with at least 100
 # non-members, NaN below) and extraction (`main_extraction_samples` generations of the domain prompt per
@@ -70,7 +71,7 @@ run_dir = ""  # where this run writes; empty means runs/<profile>/11_s2l_main
 methods = None  # list of fine-tuning methods and combinations
 experiment_domains = None  # attack the first N private domains; 0 means all
 seeds = None  # list of seeds
-conditions = None  # list of s2l, cross_domain, real_nonmember, domain_transfer
+conditions = None  # list of s2l, cross_domain, real_nonmember, domain_transfer, control (the method's own)
 attacks = None  # list of loss, secmi_paper, secmi_ldm, pia, pian
 sp_level = None  # prior knowledge of the SP set
 sp_size = None  # images in the SP set
@@ -106,7 +107,7 @@ for name, df in {"s2l_scores": scores, "s2l_extraction": matches, "s2l_metrics":
 # %% [markdown]
 # ## The main table
 # Per method, averaged over cells: each attack's AUC on the target (before) and after S2L, and the S2L effect
-# (S2L − cross-domain control) on attack strength |AUC − 0.5| with its 95% CI (↑ / ↓: the corrected verdict);
+# (S2L − the method's control) on attack strength |AUC − 0.5| with its 95% CI (↑ / ↓: the corrected verdict);
 # copies of the attacked domain's own members per cell, and the distinct members copied.
 
 # %%
@@ -122,7 +123,8 @@ print(report.blind_claim(blind_auc)["measured"])
 main_table.round(3)
 
 # %%
-run.savefig(plots.effect_forest(summary, stats.STRENGTH, [experiment.AFTER, experiment.EFFECT, "S2L - real non-member"],
+run.savefig(plots.effect_forest(summary, stats.STRENGTH,
+                                [experiment.AFTER, experiment.EFFECT, "S2L - cross-domain", "S2L - real non-member"],
                                 title="Membership inference: change of attack strength |AUC − 0.5| (95% CI)"),
             "s2l_effect_strength")
 run.savefig(plots.effect_forest(summary, "tpr@0fp", [experiment.AFTER, experiment.EFFECT],
@@ -149,7 +151,7 @@ drift.round(3)
 
 # %%
 run.savefig(plots.effect_panels(experiment.effect_panels(summary),
-                                title="S2L effect (S2L − cross-domain control, 95% CI)"), "s2l_effect_overview")
+                                title="S2L effect (S2L − control, 95% CI)"), "s2l_effect_overview")
 
 # %% [markdown]
 # ## What the numbers say
@@ -167,17 +169,19 @@ run.savefig(plots.effect_panels(experiment.effect_panels(summary),
 #   "yes" needs more than half of the estimates up.
 #
 # **The control of token methods.** Textual inversion and TI+LoRA reach a domain through a placeholder token that
-# replaces its name in captions and prompts. The control is S2L run for the *next* domain, for every method: that
-# domain's SP set, its name and, for token methods, its own token, trained for as many steps on as much synthetic
-# data. The control is then attacked on this domain the way the pretrained model knows it, by its name. For
-# textual inversion alone that is exactly the target (only another domain's token changed; tested), so its S2L
-# effect sets the token learned from this domain's SP set against the name. Under the null (the SP set holds
-# nothing about the members beyond what the name already gives) the token at best recovers what the name does.
-# Two designs were rejected: a control whose captions name another identity while the token stands for this
-# one (the token never trains: it stays "person", and the effect measures the name's loss; on `full`, issue 11,
-# it moved 0.0006 against S2L's 0.29), and one whose captions are relabelled with this domain's name (the token
-# trains, but learns another identity, so the control is asked about a wrong person and every attack on it is
-# weakened by construction).
+# replaces its name in captions and prompts, so their control must reach it through a token too, trained as
+# long, but without the members. The real-non-member control is that: a token for *this* domain, trained for
+# the same steps on real photos of it that were never in pre-training (the first half of its non-members; the
+# second half is what every model is scored on). It learns the identity, not the members, so S2L's effect
+# against it is what the SP set (the model's own generations) adds beyond knowing the person. Three other
+# designs were rejected, each biased by construction:
+# - captions of another domain's SP set while the token stands for this domain (the code before issue 12): the
+#   token never appears, stays "person", and S2L's effect measures the loss of the name (upwards);
+# - another domain's SP set relabelled with this name: the token learns the wrong person, so every attack on
+#   the control is weakened (upwards);
+# - the cross-domain control, S2L of another domain with its own token, attacked here by the name: for textual
+#   inversion that is the target itself (tested), so a token that is a lossy copy of the name loses (downwards).
+# The cross-domain comparison stays in the table as `S2L - cross-domain` where both controls ran (`full`).
 
 # %%
 effect = summary[(summary["comparison"] == experiment.EFFECT)

@@ -118,7 +118,7 @@ run.save_table(ablation_table, "ablation_summary")
 run.save_table(pd.concat(effects_all, ignore_index=True), "ablation_effects")
 
 # %%
-comparisons = ["after - before", "S2L effect (S2L - cross-domain)"]
+comparisons = [experiment.AFTER, experiment.EFFECT]
 for axis, summary in summaries.items():
     if axis == "weight_noise":
         continue

@@ -29,9 +29,9 @@
 # 0.5 gets weaker), extraction on copies of the attacked domain's own members. An estimate is "up" or "down"
 # only when its bootstrap p-value, corrected for multiplicity (`multiplicity`) within its family (one comparison
 # and metric over every method x attack), is below 5%. A claim agrees "partly" only when its ups exceed both its
-# downs and chance (2.5% of the estimates each way); "yes" needs more than half up. The cross-domain control of
-# token methods (textual inversion, TI+LoRA) trains their token on the other domain's images captioned with the
-# attacked domain's name (notebook 11). Beside the MIA numbers stands the blind baseline's AUC (no model: how far
+# downs and chance (2.5% of the estimates each way); "yes" needs more than half up. The S2L effect is S2L minus
+# the method's control: the cross-domain one for methods that change weights, the real-non-member one (a token
+# for this domain trained on its real photos that were never in pre-training) for token methods (notebook 11). Beside the MIA numbers stands the blind baseline's AUC (no model: how far
 # members and non-members differ by themselves); extraction is also broken down by how often a member appears in
 # pre-training, and the drift says whether S2L moved the domain's generations towards the training data or away
 # from it. With `publish`, the section goes into the README (between this profile's markers) and the summary tables into
@@ -72,11 +72,11 @@ print("result tables found:", ", ".join(tables))
 main_table = experiment.paper_table(tables["main"], attacks=[a for a in params.attacks if a != "secmi_paper"],
                                     blind_auc=tables.get("blind"))
 figures = [run.savefig(plots.effect_forest(tables["main"], stats.STRENGTH,
-                                           [report.AFTER, report.EFFECT, "S2L - real non-member"],
+                                           [report.AFTER, report.EFFECT, "S2L - cross-domain", "S2L - real non-member"],
                                            title="S2L: change of membership-inference strength |AUC − 0.5| (95% CI)"),
                        "report_s2l_effect"),
            run.savefig(plots.effect_panels(experiment.effect_panels(tables["main"]),
-                                           title="S2L effect (S2L − cross-domain control, 95% CI)"),
+                                           title="S2L effect (S2L − control, 95% CI)"),
                        "report_s2l_overview")]
 if "ablations" in tables:
     levels = tables["ablations"][(tables["ablations"]["ablation"] == "sp_level")

@@ -133,10 +133,13 @@ class Params:
                             f"method: {', '.join(EXPERIMENT_METHODS)})")
     experiment_domains: int = _p(0, "private domains attacked in the experiments (the first N); 0 = all")
     seeds: list[int] = _p([0], "seeds of the experiments (SP set, fine-tuning, attack noise)")
-    conditions: list[str] = _p(["s2l", "cross_domain"],
-                               "fine-tuning conditions: s2l | cross_domain | real_nonmember | domain_transfer")
-    main_extraction_samples: int = _p(400, "experiments: generations per model for the extraction counts; 400 "
-                                      "lets a model copying 1% of them show a count whose 95% CI excludes 0")
+    conditions: list[str] = _p(["s2l", "control"],
+                               "fine-tuning conditions: s2l | cross_domain | real_nonmember | domain_transfer | "
+                               "control (the method's own control: real_nonmember for token methods, else "
+                               "cross_domain)")
+    main_extraction_samples: int = _p(400, "experiments: generations per model for the extraction counts; at 400 "
+                                      "a model's expected count at a 1% copy rate (4) is the fewest whose "
+                                      "bootstrap 95% CI excludes 0")
     n_bootstrap: int = _p(2000, "bootstrap draws of every confidence interval and p-value; the smallest p is "
                           "2/(draws+1), and Holm over m verdicts needs 0.05/m: 2000 serves up to 50")
     multiplicity: str = _p("holm", "correction for multiple comparisons within each family of verdicts (one "

@@ -5,16 +5,24 @@ several *conditions* and every model is attacked on the same images:
 
 * ``s2l``: on the attacked domain's SP set (the attack);
 * ``cross_domain``: S2L run for another private domain (its SP set, its name and, for a method with a
-  textual-inversion token, its own token, trained as long on as much synthetic data), then attacked on this
-  domain the way the pretrained model knows it, by its name (control: the same fine-tuning on synthetic data of
-  the same kind, without knowledge of this domain). For textual inversion alone the control is the target
-  itself (only the other domain's new token changed), so its S2L effect is the token against the name;
-* ``real_nonmember``: on real held-out images of the attacked domain (control: real fresh data of the domain);
+  textual-inversion token, its own token), then attacked on this domain by its name (control: the same
+  fine-tuning on synthetic data of the same kind, without knowledge of this domain). For textual inversion
+  alone this is the target itself (only the other domain's token changed);
+* ``real_nonmember``: on real held-out images of the attacked domain, captioned with its name (control: real
+  fresh data of the domain; for a token method, a token for this domain trained as long on them);
 * ``domain_transfer``: on the SP set plus real images of the public domains closest to it (S2L-DomainTrans).
 
-The S2L effect is S2L minus the cross-domain control, not after minus before: fine-tuning of any kind can move
-the attacks. The domain's non-members are split in two: the first half is the real-data control's training
-set, the second half the non-members every model is scored on, so no model is scored on its training images.
+The S2L effect is S2L minus the method's *control* (``control_of``), not after minus before: fine-tuning of any
+kind can move the attacks. For methods that change weights the control is the cross-domain one. A method with a
+textual-inversion token reaches the domain through that token, so its control must too, with a token trained as
+long but without the members: the real-non-member control, whose token learns this identity from real photos
+that were never in pre-training. (Two token controls were rejected: one whose captions name another identity
+leaves the token untrained, so S2L's effect measures the name's loss; one relabelling another domain's SP set
+with this name trains the token on the wrong person; and the cross-domain control, the target prompted by the
+name for textual inversion, sets a learned token against the name, which a lossy token loses by construction.)
+In a list of conditions ``control`` stands for the method's control. The domain's non-members are split in two:
+the first half is the real-data control's training set, the second half the non-members every model is scored
+on, so no model is scored on its training images.
 The target's results also hold the blind baseline (``attacks.blind``: a model-free member / non-member
 classifier) on the attacked domain's images; it needs no model, so no comparison includes it, and
 ``blind_summary`` gives its AUC: how far members and non-members can be told apart without any model.
@@ -31,6 +39,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -40,11 +49,13 @@ from .attacks import blind, extraction, suite
 from .config import ConfigError, Params
 
 CONDITIONS = ("s2l", "cross_domain", "real_nonmember", "domain_transfer")
+CONTROL = "control"  # in a list of conditions or a comparison: the method's own control (``control_of``)
 BEFORE = "target"
-AFTER, EFFECT = "after - before", "S2L effect (S2L - cross-domain)"
-COMPARISONS = {  # name: (model, reference)
+AFTER, EFFECT = "after - before", "S2L effect (S2L - control)"
+COMPARISONS = {  # name: (model, reference); EFFECT's reference is resolved per method
     AFTER: ("s2l", BEFORE),
-    EFFECT: ("s2l", "cross_domain"),
+    EFFECT: ("s2l", CONTROL),
+    "S2L - cross-domain": ("s2l", "cross_domain"),
     "S2L - real non-member": ("s2l", "real_nonmember"),
     "DomainTrans - S2L": ("domain_transfer", "s2l"),
 }
@@ -52,9 +63,52 @@ CELL_SCORES, CELL_EXTRACTION, CELL_INFO = "scores.parquet", "extraction.parquet"
 
 
 def check_conditions(conditions) -> None:
-    unknown = sorted(set(conditions) - set(CONDITIONS))
+    unknown = sorted(set(conditions) - {*CONDITIONS, CONTROL})
     if unknown or not conditions:
-        raise ConfigError(f"unknown conditions {unknown or list(conditions)}; choose from {', '.join(CONDITIONS)}")
+        raise ConfigError(f"unknown conditions {unknown or list(conditions)}; choose from "
+                          f"{', '.join((*CONDITIONS, CONTROL))}")
+
+
+def control_of(method: str) -> str:
+    """The control the S2L effect of ``method`` is measured against: the cross-domain control, or, for a method
+    that reaches the domain through a textual-inversion token, the real-non-member control (a token for this
+    domain, trained as long on real photos of it that were never in pre-training); see the module docstring."""
+    return "real_nonmember" if finetune.trains_token(method) else "cross_domain"
+
+
+def resolve_conditions(conditions, method: str) -> list[str]:
+    """``conditions`` with ``CONTROL`` replaced by the method's control, each condition once."""
+    check_conditions(conditions)
+    return list(dict.fromkeys(control_of(method) if c == CONTROL else c for c in conditions))
+
+
+def method_comparisons(method: str, chosen: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """``chosen`` comparisons for ``method``: ``CONTROL`` resolved, and the named comparison with the method's
+    control left out when EFFECT is chosen (it would repeat EFFECT as a family of its own)."""
+    control = control_of(method)
+    out = {}
+    for name, (model, reference) in chosen.items():
+        if reference == CONTROL:
+            out[name] = (model, control)
+        elif not (EFFECT in chosen and (model, reference) == ("s2l", control)):
+            out[name] = (model, reference)
+    return out
+
+
+def compare_cells(estimates: stats.Estimates, chosen: dict[str, tuple[str, str]]) -> stats.Estimates:
+    """``stats.compare`` per method with ``method_comparisons``, over the comparisons whose two conditions a
+    method's cells have."""
+    parts = []
+    for method, index in estimates.rows.groupby("method", sort=False).indices.items():
+        part = stats.Estimates(estimates.rows.iloc[index].reset_index(drop=True), estimates.draws[index])
+        present = set(part.rows["condition"])
+        pairs = {name: pair for name, pair in method_comparisons(method, chosen).items() if set(pair) <= present}
+        if pairs:
+            parts.append(stats.compare(part, pairs))
+    if not parts:
+        raise ValueError(f"no cell has both conditions of any of {list(chosen)}")
+    return stats.Estimates(pd.concat([p.rows for p in parts], ignore_index=True),
+                           np.concatenate([p.draws for p in parts]))
 
 
 def split_nonmembers(data: world.ImageFolderData, domain: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -142,7 +196,7 @@ def run_cell(params: Params, data: world.ImageFolderData, target, out_dir: Path,
     are saved in ``out_dir/<condition>/`` and read back instead of recomputed, so an interrupted cell resumes
     and cells that differ only in their list of conditions share the common ones.
     """
-    check_conditions(conditions)
+    conditions = resolve_conditions(conditions, params.method)
     label = {"method": params.method, "domain": synthesis.resolve_domain(params, data), "seed": params.seed,
              **(label or {})}
     context = {}  # the evaluation set, training images and threshold, built once when a model needs them
@@ -292,7 +346,7 @@ def results(scores: pd.DataFrame, matches: pd.DataFrame, n_bootstrap: int = 500,
     estimates = stats.cell_estimates(scores, matches, n_bootstrap, seed)
     keys = _cell_columns(estimates.rows)
     cell_metrics = stats.combine(estimates, [*keys, "condition", "attack", "metric"], seed)
-    effects = stats.combine(stats.compare(estimates, COMPARISONS), [*keys, "comparison", "attack", "metric"], seed,
+    effects = stats.combine(compare_cells(estimates, COMPARISONS), [*keys, "comparison", "attack", "metric"], seed,
                             means=("model_value", "reference_value"))
     return (cell_metrics.drop(columns=["p", "cells", "domains", "draws"]),
             effects.drop(columns=["cells", "domains", "draws"]).rename(columns={"value": "delta"}))
@@ -313,7 +367,7 @@ def summarize(scores: pd.DataFrame, matches: pd.DataFrame, by: list[str], n_boot
     if unknown:
         raise ValueError(f"unknown comparisons {unknown}; choose from {list(COMPARISONS)}")
     chosen = {name: COMPARISONS[name] for name in (comparisons or COMPARISONS)}
-    effects = stats.compare(stats.cell_estimates(scores, matches, n_bootstrap, seed), chosen)
+    effects = compare_cells(stats.cell_estimates(scores, matches, n_bootstrap, seed), chosen)
     table = stats.judge(stats.combine(effects, by, seed, means=("reference_value", "model_value")), correction)
     return table.rename(columns={"value": "delta", "reference_value": "before", "model_value": "after"})
 
@@ -337,9 +391,9 @@ DRIFT_SHOWN = ("nearest_median", "own_nearest_median", "identity_accuracy")
 def blind_summary(scores: pd.DataFrame, n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
     """The blind baseline's AUC (``attacks.blind``: a member / non-member classifier that never sees a model) per
     method and over every cell (method ``ALL_METHODS``), averaged over cells with its cluster-bootstrap 95% CI,
-    like every MIA AUC: columns method, auc, lo, hi, cells, domains, draws. Near 0.5 members and non-members
-    cannot be told apart without the model, so the MIA AUCs measure what the model leaks; well above 0.5 that
-    much separation needs no model."""
+    like every MIA AUC: columns method, auc, lo, hi, cells, domains, draws. Near 0.5 no separation is detected by
+    simple image statistics (a lower bound), and the MIA AUCs are read as what the model leaks; well above 0.5
+    that much separation needs no model."""
     rows = scores[(scores["attack"] == blind.ATTACK) & (scores["condition"] == BEFORE)]
     if rows.empty:
         raise ValueError(f"the scores hold no blind-baseline rows (attack {blind.ATTACK!r} of the target): cells "

@@ -307,7 +307,7 @@ def effect_heatmap(summary: pd.DataFrame, x: str, y: str, attack: str, metric: s
     limit = max(float(np.nanmax(np.abs(value.to_numpy()))), 1e-3)
     sns.heatmap(value, annot=labels.reindex_like(value), fmt="", cmap="RdBu_r", vmin=-limit, vmax=limit, ax=ax,
                 annot_kws={"fontsize": 6}, cbar_kws={"label": f"Δ {metric}"})
-    ax.set(title=title or f"S2L effect on {attack} {metric} (S2L − cross-domain); * = corrected verdict up/down")
+    ax.set(title=title or f"S2L effect on {attack} {metric} (S2L − control); * = corrected verdict up/down")
     fig.tight_layout()
     return fig
 

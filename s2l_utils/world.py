@@ -406,9 +406,10 @@ def world_folder(spec: WorldSpec) -> Path:
 def ensure_world(spec: WorldSpec) -> Path:
     """Generate the world into its cache folder once; later calls reuse it."""
     folder = world_folder(spec)
-    if not (folder / METADATA).is_file():
-        images, meta = generate_world(spec)
-        write_imagefolder(folder, images, meta)
+    with paths.cache_lock(folder):  # parallel sweep jobs may need the same world (e.g. a shifted world's twin)
+        if not (folder / METADATA).is_file():
+            images, meta = generate_world(spec)
+            write_imagefolder(folder, images, meta)
     return folder
 
 

@@ -58,12 +58,12 @@ def test_each_condition_trains_on_what_it_claims(smoke_params, smoke_data):
         experiment.check_conditions(["s2l", "shuffle"])
 
 
-def test_the_control_of_textual_inversion_trains_the_other_domains_token_and_is_the_target_on_this_domain(
+def test_textual_inversions_controls_train_a_token_and_only_the_real_nonmember_one_learns_this_identity(
         smoke_params, smoke_data, tmp_path, monkeypatch):
-    """The cross-domain control is S2L of the next domain: textual inversion trains that domain's token on its SP
-    set, as long as S2L trains this domain's. Attacked on this domain by its name, the control is then exactly the
-    target (only another token changed), so textual inversion's S2L effect is its learned token against the name:
-    no control token that learned another identity, and no untrained token that lost the name."""
+    """The cross-domain control is S2L of the next domain: it trains that domain's token, as long as S2L trains
+    this domain's, and attacked here by the name it is exactly the target (only another token changed). The
+    real-non-member control, textual inversion's own control, trains *this* domain's token as long, on its real
+    photos that were never in pre-training."""
     params = dataclasses.replace(smoke_params, method="textual_inversion", sp_size=4, sp_steps=2, ft_steps=4,
                                  target_domain="", attacks=["loss"])
     target, _ = pretrain.pretrain_target(params, smoke_data, progress=False)
@@ -73,7 +73,7 @@ def test_the_control_of_textual_inversion_trains_the_other_domains_token_and_is_
         target.tokenizer.encode(params.ti_initializer, add_special_tokens=False)[0]].detach().float()
     seen, moved, attacked = {}, {}, {"target": (target, None)}
     original_train = finetune.train
-    for condition in ("s2l", "cross_domain"):
+    for condition in ("s2l", "cross_domain", "real_nonmember"):
         def train(model, modules, images, captions, *args, **kwargs):
             seen[condition] = list(captions)
             return original_train(model, modules, images, captions, *args, **kwargs)
@@ -89,12 +89,15 @@ def test_the_control_of_textual_inversion_trains_the_other_domains_token_and_is_
         attacked[condition] = (tuned.pipe, tuned.rewrite)
     assert seen["s2l"] == [f"photo of {textual_inversion.placeholder_for(domain)}"] * 4
     assert seen["cross_domain"] == [f"photo of {textual_inversion.placeholder_for(other)}"] * 4
-    assert moved["s2l"] > 0.01 and 0.5 < moved["cross_domain"] / moved["s2l"] < 2, moved
+    control_half, _ = experiment.split_nonmembers(smoke_data, domain)
+    assert seen["real_nonmember"] == [f"photo of {textual_inversion.placeholder_for(domain)}"] * len(control_half)
+    assert moved["s2l"] > 0.01 and all(0.5 < moved[c] / moved["s2l"] < 2 for c in moved), moved
     evaluation = experiment.evaluation_view(smoke_data)
     scores = {name: suite.membership_scores(pipe, evaluation, [domain], params, rewrite, progress=False)["score"]
               .to_numpy() for name, (pipe, rewrite) in attacked.items()}
     np.testing.assert_array_equal(scores["cross_domain"], scores["target"])
     assert not np.allclose(scores["s2l"], scores["target"]), "S2L's token is what prompts the domain"
+    assert not np.allclose(scores["real_nonmember"], scores["target"]), "so is the real-non-member control's"
 
 
 def _scores(condition_scores: dict, cell: str = "c0", domain: str = "A") -> pd.DataFrame:
@@ -130,7 +133,7 @@ def test_effects_are_paired_differences_with_bootstrap_cis():
     metrics_table, effects = experiment.results(scores, matches, n_bootstrap=200)
     auc = metrics_table[(metrics_table["metric"] == "auc")].set_index("condition")["value"]
     assert auc["s2l"] > 0.95 and auc["target"] == auc["cross_domain"]
-    effect = effects[(effects["comparison"] == "S2L effect (S2L - cross-domain)") & (effects["metric"] == "auc")
+    effect = effects[(effects["comparison"] == "S2L effect (S2L - control)") & (effects["metric"] == "auc")
                      & (effects["attack"] == "loss")].iloc[0]
     assert effect["delta"] == pytest.approx(auc["s2l"] - auc["cross_domain"]) and effect["lo"] > 0
     same = effects[(effects["comparison"] == "after - before") & (effects["attack"] == "loss")
@@ -165,7 +168,7 @@ def test_summary_averages_cells_of_all_domains():
     _, effects = experiment.results(scores, matches, n_bootstrap=100)
     summary = experiment.summarize(scores, matches, ["method", "comparison", "attack", "metric"], n_bootstrap=300,
                                    correction="bh")
-    pick = dict(comparison="S2L effect (S2L - cross-domain)", attack="loss", metric="advantage")
+    pick = dict(comparison="S2L effect (S2L - control)", attack="loss", metric="advantage")
     cells = effects.loc[(effects[list(pick)] == pd.Series(pick)).all(axis=1)]
     row = summary.loc[(summary[list(pick)] == pd.Series(pick)).all(axis=1)].iloc[0]
     assert row["delta"] == pytest.approx(cells["delta"].mean()) and row["cells"] == 3 and row["domains"] == 2
@@ -352,3 +355,41 @@ def test_jobs_sharing_a_cache_entry_build_it_one_at_a_time(tmp_path):
     for job in jobs:
         job.join()
     assert events == ["a builds", "a reads", "b reads"]
+
+
+def test_each_method_is_set_against_its_own_control():
+    """Methods that change weights against the cross-domain control; token methods against the real-non-member
+    control (a token for this domain trained on its real, never pre-trained photos). `control` in a list of
+    conditions stands for it, and the named comparison that would repeat the S2L effect is left out."""
+    assert {m: experiment.control_of(m) for m in ("lora", "dreambooth", "hypernetwork", "textual_inversion",
+                                                  "ti_lora")} == {
+        "lora": "cross_domain", "dreambooth": "cross_domain", "hypernetwork": "cross_domain",
+        "textual_inversion": "real_nonmember", "ti_lora": "real_nonmember"}
+    assert experiment.resolve_conditions(["s2l", "control"], "lora") == ["s2l", "cross_domain"]
+    assert experiment.resolve_conditions(["s2l", "real_nonmember", "control"], "ti_lora") == ["s2l", "real_nonmember"]
+    with pytest.raises(ConfigError, match="unknown conditions"):
+        experiment.resolve_conditions(["s2l", "contrl"], "lora")
+    ti = experiment.method_comparisons("textual_inversion", experiment.COMPARISONS)
+    assert ti[experiment.EFFECT] == ("s2l", "real_nonmember") and "S2L - real non-member" not in ti
+    assert ti["S2L - cross-domain"] == ("s2l", "cross_domain")
+    lora = experiment.method_comparisons("lora", experiment.COMPARISONS)
+    assert lora[experiment.EFFECT] == ("s2l", "cross_domain") and "S2L - cross-domain" not in lora
+    # on cells with both controls, each method's effect is its own control's difference
+    rng = np.random.default_rng(0)
+    noise, separated = (list(rng.normal(size=30)), list(rng.normal(size=30))), \
+        (list(rng.normal(2, 1, 30)), list(rng.normal(0, 1, 30)))
+    half = (list(rng.normal(1, 1, 30)), list(rng.normal(0, 1, 30)))
+    frames, found = [], []
+    for cell, method in (("c0", "lora"), ("c1", "textual_inversion")):
+        conditions = {"target": noise, "s2l": separated, "cross_domain": noise, "real_nonmember": half}
+        frames.append(_scores(conditions, cell=cell).assign(method=method))
+        found.append(_matches({c: [None] * 4 for c in conditions}, cell=cell).assign(method=method))
+    summary = experiment.summarize(pd.concat(frames), pd.concat(found), ["method", "comparison", "attack", "metric"],
+                                   n_bootstrap=100).set_index(["method", "comparison", "attack", "metric"])
+    auc = lambda method, comparison: summary.loc[(method, comparison, "loss", "auc")]
+    assert auc("textual_inversion", experiment.EFFECT)["before"] == pytest.approx(
+        auc("lora", "S2L - real non-member")["before"]), "textual inversion's reference is the real-non-member model"
+    assert auc("lora", experiment.EFFECT)["delta"] == pytest.approx(auc("textual_inversion", "S2L - cross-domain")["delta"])
+    assert auc("textual_inversion", experiment.EFFECT)["delta"] == pytest.approx(
+        auc("lora", "S2L - real non-member")["delta"])
+    assert auc("textual_inversion", experiment.EFFECT)["delta"] < auc("lora", experiment.EFFECT)["delta"]

@@ -102,7 +102,8 @@ def test_experiment_notebooks_write_effects_and_the_report_restates_them(smoke_r
     main = by_name["11_s2l_main"]
     summary = pd.read_parquet(main / "s2l_summary.parquet")
     assert set(summary["method"]) == {"lora", "textual_inversion"}
-    assert {"after - before", "S2L effect (S2L - cross-domain)", "S2L - real non-member"} == set(summary["comparison"])
+    assert {"after - before", "S2L effect (S2L - control)", "S2L - real non-member", "S2L - cross-domain"} == \
+        set(summary["comparison"]), "lora: S2L - real non-member beside its effect; textual inversion: S2L - cross-domain"
     membership = summary[summary["attack"] != "extraction"].dropna(subset=["delta"])  # tpr@1%fpr: NaN, 3 non-members
     assert (membership["lo"] <= membership["hi"]).all() and membership[["lo", "hi"]].abs().le(1).all().all()
     assert set(summary.loc[summary["metric"] == "advantage", "verdict"]) <= {"up", "down", "no change"}
@@ -110,11 +111,11 @@ def test_experiment_notebooks_write_effects_and_the_report_restates_them(smoke_r
     ablations = pd.read_parquet(by_name["12_ablations"] / "ablation_summary.parquet")
     assert set(ablations["ablation"]) == {"sp_level", "sp_size", "ft_steps", "ft_lr", "weight_noise"}
     heat = pd.read_parquet(by_name["12_ablations"] / "s2l_map.parquet")
-    assert set(heat["ft_steps"]) == {2, 4} and set(heat["comparison"]) == {"S2L effect (S2L - cross-domain)"}
+    assert set(heat["ft_steps"]) == {2, 4} and set(heat["comparison"]) == {"S2L effect (S2L - control)"}
     transfer = pd.read_parquet(by_name["13_domain_transfer"] / "transfer_summary.parquet")
     assert "DomainTrans - S2L" in set(transfer["comparison"])
     text = (by_name["14_report"] / "results.md").read_text()
-    effect = summary[(summary["comparison"] == "S2L effect (S2L - cross-domain)") & (summary["attack"] == "pia")
+    effect = summary[(summary["comparison"] == "S2L effect (S2L - control)") & (summary["attack"] == "pia")
                      & (summary["metric"] == "advantage")]
     assert f"mean {effect['delta'].mean():+.3f}" in text, "the report quotes the table's numbers"
     report_metrics = json.loads((by_name["14_report"] / "metrics.json").read_text())

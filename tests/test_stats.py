@@ -296,7 +296,7 @@ def test_resampled_quantiles_are_numpys_quantiles_of_the_resamples():
         np.testing.assert_allclose(got[:, :, draw], expected)
 
 
-def test_the_cell_budget_lets_one_percent_of_copies_exclude_zero():
+def test_at_the_cell_budget_the_expected_count_of_a_one_percent_copier_excludes_zero():
     """``main_extraction_samples``: the generation bootstrap's lower 2.5% bound of k copies among n is 0 while
     (1 - k/n)^n >= 2.5% (the share of resamples that draw none of them): 1% copies need n >= 400 (4 copies:
     0.99^400 = 1.8%); at the old 64 generations one copy (1.6%) leaves 0 in 37% of the draws."""

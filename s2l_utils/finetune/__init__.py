@@ -99,6 +99,12 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def trains_token(method: str) -> bool:
+    """Whether ``method`` reaches the domain through a textual-inversion token (textual inversion and its
+    combinations): the token replaces the domain's name in captions and prompts."""
+    return any(isinstance(part, TextualInversion) for part in get_method(method).build(Params()))
+
+
 # Default learning rates per table (``ft_lr_defaults``, one of config.FT_LR_TABLES) and trained method.
 DEFAULT_LR: dict[str, dict[str, float]] = {
     # the miniature: full weights 1e-4, LoRA and hypernetwork 1e-3, textual inversion 5e-3 (A1111's embedding
