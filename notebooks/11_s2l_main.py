@@ -172,16 +172,21 @@ run.savefig(plots.effect_panels(experiment.effect_panels(summary),
 # replaces its name in captions and prompts, so their control must reach it through a token too, trained as
 # long, but without the members. The real-non-member control is that: a token for *this* domain, trained for
 # the same steps on real photos of it that were never in pre-training (the first half of its non-members; the
-# second half is what every model is scored on). It learns the identity, not the members, so S2L's effect
-# against it is what the SP set (the model's own generations) adds beyond knowing the person. Three other
-# designs were rejected, each biased by construction:
+# second half is what every model is scored on). It is meant to learn the identity, not the members, but it is
+# not neutral either: real photos teach the identity better than generations, its 8 photos get 8x the epochs of
+# 64 SP images, and it is fitted to the very population the scored non-members come from, so it can weaken the
+# attacks without any leakage: S2L against it is **biased upwards**. After − before (for textual inversion, the
+# cross-domain control below) is **biased downwards**. The report therefore gives each token method's effect as a
+# bracket between the two; a clean null (a shadow target pretrained without the members) is left to issue 13.
+# Three other designs were rejected:
 # - captions of another domain's SP set while the token stands for this domain (the code before issue 12): the
 #   token never appears, stays "person", and S2L's effect measures the loss of the name (upwards);
 # - another domain's SP set relabelled with this name: the token learns the wrong person, so every attack on
 #   the control is weakened (upwards);
 # - the cross-domain control, S2L of another domain with its own token, attacked here by the name: for textual
 #   inversion that is the target itself (tested), so a token that is a lossy copy of the name loses (downwards).
-# The cross-domain comparison stays in the table as `S2L - cross-domain` where both controls ran (`full`).
+# The other control stays in the table (`S2L - cross-domain`, `S2L - real non-member`) where both ran (`full`,
+# `sd`).
 
 # %%
 effect = summary[(summary["comparison"] == experiment.EFFECT)

@@ -27,7 +27,7 @@
 #    (Gaussian noise on the weights, no data; it has no cross-domain control, so only after − before);
 # 2. **SP-set size**; 3. **fine-tuning steps**; 4. **learning rate**.
 #
-# Then **the S2L map**: the S2L effect (S2L − cross-domain control, with CIs) over fine-tuning strength
+# Then **the S2L map**: the S2L effect (S2L − the method's control, with CIs) over fine-tuning strength
 # (learning rate x steps, down to the paper's gentle lr 1e-6) and over how strongly the target memorised
 # (targets pretrained for `map_pretrain_steps` steps; each is trained once and cached). A heat map per attack
 # says where S2L appears, if anywhere. Every cell is cached, so cells shared with notebook 11 are not rerun.
@@ -53,7 +53,7 @@ run_dir = ""  # where this run writes; empty means runs/<profile>/12_ablations
 method = None  # the fine-tuning method of every ablation
 ablation_domains = None  # attack the first N private domains; 0 means all
 ablation_seeds = None  # list of seeds
-conditions = None  # list of s2l, cross_domain, real_nonmember, domain_transfer
+conditions = None  # list of s2l, cross_domain, real_nonmember, domain_transfer, control (the method's own)
 attacks = None  # list of loss, secmi_paper, secmi_ldm, pia, pian
 ablation_levels = None  # list of prior-knowledge levels
 ablation_sp_sizes = None  # list of SP-set sizes

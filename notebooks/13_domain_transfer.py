@@ -30,7 +30,7 @@
 # The attacker can do this: public images of similar identities are available (in the miniature, the public
 # domains are in the pre-training set; for SD, any public photos). The comparison is with plain S2L on the
 # same cells (method x domain x seed), as the difference **DomainTrans − S2L** with a paired cluster-bootstrap
-# CI (domains, then images), next to both against the cross-domain control. As in notebook 11, membership
+# CI (domains, then images), next to both against the method's control (as in notebook 11). As in notebook 11, membership
 # inference is judged on attack strength |AUC − 0.5| and extraction on copies of the attacked domain's own
 # members, with verdicts corrected for multiplicity (`multiplicity`) over every method x attack.
 
@@ -64,7 +64,7 @@ run = notebook.start("13_domain_transfer", profile, run_dir, methods=methods, ex
                      seeds=seeds, transfer_domains=transfer_domains, attacks=attacks,
                      main_extraction_samples=main_extraction_samples, n_bootstrap=n_bootstrap,
                      multiplicity=multiplicity)
-params = dataclasses.replace(run.params, conditions=["s2l", "cross_domain", "domain_transfer"])
+params = dataclasses.replace(run.params, conditions=["s2l", "control", "domain_transfer"])
 data = world.load_data(params)
 target = pretrain.load_target(params, str(run.device))
 cells = experiment.plan(params, data)

@@ -98,6 +98,8 @@ def method_comparisons(method: str, chosen: dict[str, tuple[str, str]]) -> dict[
 def compare_cells(estimates: stats.Estimates, chosen: dict[str, tuple[str, str]]) -> stats.Estimates:
     """``stats.compare`` per method with ``method_comparisons``, over the comparisons whose two conditions a
     method's cells have."""
+    if "method" not in estimates.rows:
+        raise ValueError("comparisons need each cell's method (its control depends on it): label the cells")
     parts = []
     for method, index in estimates.rows.groupby("method", sort=False).indices.items():
         part = stats.Estimates(estimates.rows.iloc[index].reset_index(drop=True), estimates.draws[index])
@@ -415,8 +417,8 @@ def duplication_classes(summary: pd.DataFrame) -> list[int]:
 def paper_table(summary: pd.DataFrame, attacks=("secmi_ldm", "pia", "loss"),
                 blind_auc: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows = methods. The blind baseline's AUC with its CI (``blind_summary``, when given); per attack: AUC
-    before and after S2L, and the S2L effect on attack *strength* (change of |AUC - 0.5| against the
-    cross-domain control, with its 95% CI; ↑ / ↓ where the corrected verdict is up / down). Extraction: copies
+    before and after S2L, and the S2L effect on attack *strength* (change of |AUC - 0.5| against the method's
+    control, named in the column ``control``, with its 95% CI; ↑ / ↓ where the corrected verdict is up / down). Extraction: copies
     of the attacked domain's own members per cell before and after, the S2L effect on them, the same for the
     most duplicated class of members when members are duplicated, and the distinct own members copied after
     S2L. The shape of the paper's main table."""
@@ -427,7 +429,9 @@ def paper_table(summary: pd.DataFrame, attacks=("secmi_ldm", "pia", "loss"),
     blind_by_method = {} if blind_auc is None else {r["method"]: auc_text(r) for _, r in blind_auc.iterrows()}
     out = {}
     for method, group in summary.groupby("method", sort=False):
-        row = {"blind AUC": blind_by_method[method]} if method in blind_by_method else {}
+        row = {"control": {"cross_domain": "cross-domain", "real_nonmember": "real non-member"}[control_of(method)]}
+        if method in blind_by_method:
+            row["blind AUC"] = blind_by_method[method]
         for name, attack, before_after, effect in columns:
             mine = group[group["attack"] == attack]
             after = mine[(mine["comparison"] == AFTER) & (mine["metric"] == before_after)]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import stats, synthesis
+from . import finetune, stats, synthesis
 from .attacks import blind
 from .experiment import (AFTER, ALL_METHODS, EFFECT, auc_text, blind_summary, drift_table, duplication_classes,
                          extraction_by_class, summarize)
@@ -34,8 +34,10 @@ SWEEP_TABLES = ("s2l_scores", "s2l_extraction")  # what a sweep of notebook 11 c
 SWEEP_COLUMNS = ("table", "run_dir", "notebook")  # the collector's bookkeeping, not the cells' labels
 TOKEN_CONTROL = ("Methods that change weights are set against the cross-domain control (S2L run for another "
                  "domain); textual inversion and TI+LoRA, which reach the domain through a token, against the "
-                 "real-non-member control: a token for this domain trained as long on its real photos that were "
-                 "never in pre-training.")
+                 "real-non-member control (a token for this domain trained the same steps on its real photos that "
+                 "were never in pre-training). That control is biased upwards (real photos teach the identity "
+                 "better than generations, and 8 photos get more epochs than 64), after − before downwards (a "
+                 "learned token is a lossy copy of the name), so a token method's effect is bracketed by the two.")
 # what the paper claims (arXiv 2403.09450 v1 abstract and its third-party summaries; see shared notes)
 PAPER_MIA_GAIN = 0.054
 PAPER_EXTRACTED = 16.3
@@ -136,6 +138,22 @@ def drift_claim(main: pd.DataFrame) -> dict | None:
             "agrees": stats.agreement(counts)}
 
 
+def token_bracket(main: pd.DataFrame, attack: str, metric: str = stats.STRENGTH) -> str:
+    """For the token methods of a summary, their S2L effect between two controls biased in opposite directions
+    (``TOKEN_CONTROL``): against the real-non-member control (upwards) and after − before (downwards; for textual
+    inversion alone the cross-domain control is the target); "" without token methods."""
+    rows = main[(main["attack"] == attack) & (main["metric"] == metric)
+                & main["method"].map(lambda m: m in finetune.METHODS and finetune.trains_token(m))
+                & main["comparison"].isin([EFFECT, AFTER])]
+    parts = []
+    for method, group in rows.groupby("method", sort=False):
+        by = group.set_index("comparison")
+        if {EFFECT, AFTER} <= set(by.index):
+            parts.append(f"{method} between {_ci(by.loc[AFTER])} (after − before, biased down) and "
+                         f"{_ci(by.loc[EFFECT])} (against its real-non-member control, biased up)")
+    return ("; token methods: " + "; ".join(parts)) if parts else ""
+
+
 def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
     """Each claim of the paper, what this reproduction measured, and whether it agrees (``stats.agreement``);
     with the blind baseline (``tables["blind"]``), what its AUC means for the MIA numbers."""
@@ -155,7 +173,7 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
             "measured": f"S2L effect on strength |AUC − 0.5| over {len(rows)} methods: mean "
                         f"{rows['delta'].mean():+.3f}; {_counted(counts)}; largest {best['method']} {_ci(best)}. "
                         f"AUC target {before_after['before'].mean():.3f}, after S2L "
-                        f"{before_after['after'].mean():.3f}{blind_auc}",
+                        f"{before_after['after'].mean():.3f}{blind_auc}{token_bracket(main, attack)}",
             "agrees": stats.agreement(counts)})
     if len(strength):
         counts = stats.tally(strength)
@@ -200,8 +218,8 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
                                     ", ".join(f"{k} {v:+.3f}" for k, v in by_level.items()) +
                                     f"; at {by_level.index[-1]}: {_counted(top)}" +
                                     (" (at the class level both domains' SP sets are the same generations of the "
-                                     "class prompt, so S2L equals its cross-domain control by construction)"
-                                     if "class" in by_level else ""),
+                                     "class prompt, so S2L equals its cross-domain control by construction for "
+                                     "methods that change weights)" if "class" in by_level else ""),
                         "agrees": "yes" if rises and shown else
                                   ("no" if stats.agreement(top).startswith("no:") else "not shown")})
     if "transfer" in tables:

@@ -58,7 +58,7 @@ def test_each_condition_trains_on_what_it_claims(smoke_params, smoke_data):
         experiment.check_conditions(["s2l", "shuffle"])
 
 
-def test_textual_inversions_controls_train_a_token_and_only_the_real_nonmember_one_learns_this_identity(
+def test_textual_inversions_controls_train_a_token_each_and_the_cross_domain_one_is_the_target_here(
         smoke_params, smoke_data, tmp_path, monkeypatch):
     """The cross-domain control is S2L of the next domain: it trains that domain's token, as long as S2L trains
     this domain's, and attacked here by the name it is exactly the target (only another token changed). The

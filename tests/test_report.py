@@ -47,7 +47,8 @@ def test_the_paper_table_shows_the_blind_auc_and_the_most_duplicated_class():
     assert table.loc["lora", "own copies 32x before"] == 2.0 and table.loc["lora", "own copies 32x after"] == 0.0
     assert table.loc["lora", "own copies 32x S2L effect"] == "-2.000 [-2.060, -1.940]"
     assert not any("1x" in c for c in table.columns), "only the most duplicated class"
-    assert list(table.columns[:3]) == ["blind AUC", "pia before", "pia after"]
+    assert list(table.columns[:4]) == ["control", "blind AUC", "pia before", "pia after"]
+    assert table["control"].to_dict() == {"lora": "cross-domain", "textual_inversion": "real non-member"}
     # a world without duplication has only the 1x class: no extra columns, and no blind column without its table
     plain = _summary()
     plain = plain[~plain["metric"].str.contains("32x")]
@@ -102,3 +103,15 @@ def test_the_readme_section_states_the_token_control_and_shows_class_and_drift_t
     assert "Extraction per duplication class" in text and "own_distinct_32x" in text
     assert "Drift of the attacked domain's generations" in text and "own_nearest_median" in text
     assert "| blind AUC" in text
+
+
+def test_a_token_methods_effect_is_bracketed_by_its_two_biased_controls():
+    rows = [_row(m, comparison, "pia", "advantage", delta, 0.2)
+            for m, effects in (("lora", (0.05, 0.02)), ("textual_inversion", (0.06, -0.03)))
+            for comparison, delta in zip((experiment.EFFECT, experiment.AFTER), effects)]
+    text = report.token_bracket(pd.DataFrame(rows), "pia")
+    assert text.startswith("; token methods: textual_inversion between -0.030 [")
+    assert "(after − before, biased down) and +0.060 [" in text and "lora" not in text
+    assert report.token_bracket(pd.DataFrame(rows[:2]), "pia") == "", "no token method, no bracket"
+    claim = report.verdicts({"main": pd.DataFrame(rows)})[0]
+    assert "token methods: textual_inversion between" in claim["measured"]
