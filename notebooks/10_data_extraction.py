@@ -76,7 +76,7 @@ import time
 
 import pandas as pd
 
-from s2l_utils import notebook, plots, world
+from s2l_utils import notebook, plots, stats, world
 from s2l_utils.attacks import extraction, suite
 
 run = notebook.start("10_data_extraction", profile, run_dir, models=models, attack_domains=attack_domains,
@@ -217,7 +217,7 @@ run.log_metrics(
                              for m, g in pooled_classes.groupby("model", sort=False)}
        for name in ("distinct_own", "extracted_own")},
     **{name: {m: float(v) for m, v in pooled_drift[name].items()}
-       for name in ("nearest_median", "own_nearest_median", "identity_accuracy")},
+       for name in stats.DRIFT_JUDGED},
     seconds_per_model=seconds, metrics_table="extraction_metrics.parquet",
     by_class_table="extraction_by_duplication.parquet", drift_table="extraction_drift.parquet")
 pooled

@@ -387,7 +387,7 @@ def auc_text(row: pd.Series) -> str:
 ALL_METHODS = "all methods"  # blind_summary's row over every cell
 # the drift statistics the tables and the report show, those ``stats`` judges: the median distance of a generation
 # to its nearest training image, to the nearest of the prompted identity, and the share nearest to that identity
-DRIFT_SHOWN = ("nearest_median", "own_nearest_median", "identity_accuracy")
+DRIFT_SHOWN = stats.DRIFT_JUDGED
 
 
 def blind_summary(scores: pd.DataFrame, n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:

@@ -54,11 +54,14 @@ STRENGTH = "advantage"
 EXTRACTION = "extraction"  # the "attack" of the extraction counts
 EXTRACTION_METRICS = ("own_copies", "own_distinct", "other_copies")
 # the drift's quantiles of the nearest-distance columns of the matches (plus identity_accuracy)
-DRIFT_QUANTILES = {"distance": {"nearest_median": 0.5, "nearest_q10": 0.1, "nearest_q90": 0.9},
-                   "own_distance": {"own_nearest_median": 0.5}}
+# the drift metrics that get a verdict (one family), each a statistic of a column of the matches or their share
+DRIFT_JUDGED = ("nearest_median", "own_nearest_median", "identity_accuracy")
+# the per-cell drift quantiles (``extraction.DRIFT_QUANTILES``, by name) of the matches' nearest-distance columns
+CELL_DRIFT_QUANTILES = {"distance": {f"nearest_{q}": extraction.DRIFT_QUANTILES[q] for q in ("median", "q10", "q90")},
+                        "own_distance": {"own_nearest_median": extraction.DRIFT_QUANTILES["median"]}}
 CELL_MEMBERSHIP_METRICS = ("auc", "advantage", "asr", "tpr@0fp", "tpr@1%fpr")
 # metrics whose change gets a verdict (never AUC, nor the drift's outer quantiles: see the docstring)
-JUDGED = (STRENGTH, *EXTRACTION_METRICS, "nearest_median", "own_nearest_median", "identity_accuracy")
+JUDGED = (STRENGTH, *EXTRACTION_METRICS, *DRIFT_JUDGED)
 JUDGED_PER_CLASS = re.compile(r"own_copies_\d+x")
 _SCORE_ROW_COLUMNS = ("attack", "file_name", "is_member", "score", "condition")
 _GATHER_ELEMENTS = 4_000_000
@@ -133,7 +136,7 @@ def verdict_family(metric: str) -> str:
     together, every other metric its own."""
     if JUDGED_PER_CLASS.fullmatch(metric):
         return PER_CLASS_FAMILY
-    return DRIFT_FAMILY if metric in ("nearest_median", "own_nearest_median", "identity_accuracy") else metric
+    return DRIFT_FAMILY if metric in DRIFT_JUDGED else metric
 
 
 def is_judged(metric: str) -> bool:
@@ -174,7 +177,7 @@ def _extraction_estimates(found: pd.DataFrame, n_bootstrap: int, rng: np.random.
         of_class, members = own & (duplicates == k), member_class == k
         values[class_metric("own_copies", k)] = (of_class.sum(1), of_class @ weights.T)
         values[class_metric("own_distinct", k)] = (copied[:, :, members].any(1).sum(1), reached[:, members].sum(1))
-    for column, quantiles in DRIFT_QUANTILES.items():
+    for column, quantiles in CELL_DRIFT_QUANTILES.items():
         if found[column].isna().all():  # own_distance: the domain has no training images
             continue
         distances = wide(column).to_numpy(float)
