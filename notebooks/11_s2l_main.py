@@ -75,6 +75,7 @@ conditions = None  # list of s2l, cross_domain, real_nonmember, domain_transfer,
 attacks = None  # list of loss, secmi_paper, secmi_ldm, pia, pian
 sp_level = None  # prior knowledge of the SP set
 sp_size = None  # images in the SP set
+sp_guidance = None  # classifier-free guidance of the SP synthesis; 1 samples the conditional model itself
 ft_steps = None  # fine-tuning steps
 ft_lr = None  # fine-tuning learning rate; 0 means each method's default
 main_extraction_samples = None  # generations per model for the extraction counts
@@ -86,7 +87,7 @@ from s2l_utils import experiment, notebook, plots, pretrain, report, stats, worl
 
 run = notebook.start("11_s2l_main", profile, run_dir, methods=methods, experiment_domains=experiment_domains,
                      seeds=seeds, conditions=conditions, attacks=attacks, sp_level=sp_level, sp_size=sp_size,
-                     ft_steps=ft_steps, ft_lr=ft_lr, main_extraction_samples=main_extraction_samples,
+                     sp_guidance=sp_guidance, ft_steps=ft_steps, ft_lr=ft_lr, main_extraction_samples=main_extraction_samples,
                      n_bootstrap=n_bootstrap, multiplicity=multiplicity)
 params = run.params
 experiment.check_conditions(params.conditions)
