@@ -9,7 +9,7 @@ TORCH_PIP_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.s2l-installed
 
-.PHONY: install reproduce test test-fast lab bench sync clean
+.PHONY: install reproduce regimes test test-fast lab bench sync clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,19 @@ ifneq ($(SWEEPS_$(PROFILE)),)
 	for sweep in $(SWEEPS_$(PROFILE)); do $(PY) -m s2l_utils.sweep $$sweep --jobs $(JOBS) || exit 1; done
 endif
 	$(PY) -m s2l_utils.run --profile $(PROFILE) $(NOTEBOOKS)
+
+# the regime study (issue 13, notebook 15): one sweep per world, each about 2 hours on 2 cores with JOBS=2; a
+# finished shard is published to data/results/regimes/ (commit it), then 15 judges the pre-registered hypotheses
+# from every published shard. The i.i.d. shards need their own target (no duplicated members), pretrained first.
+REGIME_SHARDS := regimes_duplicated regimes_zero_knowledge regimes_iid regimes_duplicated_shift regimes_iid_shift
+SHARDS ?= $(REGIME_SHARDS)
+
+regimes: $(STAMP)  ## run the regime shards SHARDS (default all, about 8 hours), publish each, then notebook 15
+	$(PY) -m s2l_utils.run --profile mini 00 01
+	$(if $(filter %iid %iid_shift,$(SHARDS)),$(PY) -m s2l_utils.run --profile mini 01 -p "member_duplicates=[]")
+	for shard in $(SHARDS); do $(PY) -m s2l_utils.sweep sweeps/$$shard.yaml --jobs $(JOBS) \
+		&& $(PY) -m s2l_utils.regimes publish sweeps/$$shard.yaml || exit 1; done
+	$(PY) -m s2l_utils.run --profile mini 15
 
 test: $(STAMP)  ## the whole test suite, notebooks included (offline)
 	$(PY) -m pytest

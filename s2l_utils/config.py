@@ -157,6 +157,9 @@ class Params:
     map_pretrain_steps: list[int] = _p([1600], "12, S2L map: pretraining steps of the target (how strongly it memorised)")
     report_results: str = _p("", "14: a sweep's collected results.parquet to report on; empty = this profile's runs")
     publish: bool = _p(True, "14: write the results section into README.md and the tables into data/results/")
+    regimes_results: str = _p("", "15: folder of the published regime shards; empty = data/results/regimes")
+    regimes_bootstrap: int = _p(10000, "15: bootstrap draws of the regime study, whose Holm families span methods x "
+                                "regimes: up to 240 verdicts need 2/(draws+1) < 0.05/240")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -230,7 +233,7 @@ POSITIVE = ("image_size", "private_domains", "members_per_domain", "nonmembers_p
             "sp_size", "sp_steps", "ft_steps", "ft_batch_size", "ft_checkpoint_every", "prior_images", "lora_rank",
             "lora_alpha", "ti_num_vectors", "attack_batch_size", "secmi_t", "secmi_k", "pia_t",
             "extraction_samples", "extraction_steps", "extraction_tiles", "clip_candidates",
-            "main_extraction_samples", "transfer_domains")
+            "main_extraction_samples", "transfer_domains", "regimes_bootstrap")
 NON_NEGATIVE = ("public_domains", "images_per_public_domain", "pretrain_steps", "preview_samples", "ft_lr",
                 "prior_loss_weight", "weight_noise_scale", "sp_guidance", "attack_domains",
                 "experiment_domains", "n_bootstrap",

@@ -265,7 +265,7 @@ PLAN_PARAMS = ("models", "attack_domains", "extraction_samples", "preview_sample
                "seeds", "n_bootstrap", "multiplicity", "ablation_domains", "ablation_seeds", "publish",
                "report_results", "conditions", "ablation_levels", "ablation_sp_sizes", "ablation_steps",
                "ablation_lrs", "map_lrs", "map_steps", "map_pretrain_steps", "device", "checkpoint_every",
-               "ft_checkpoint_every")
+               "ft_checkpoint_every", "regimes_results", "regimes_bootstrap")
 
 
 # The code version of a cell's results, part of the cell and target-results keys: bump it whenever what a cell
@@ -369,7 +369,13 @@ def summarize(scores: pd.DataFrame, matches: pd.DataFrame, by: list[str], n_boot
     if unknown:
         raise ValueError(f"unknown comparisons {unknown}; choose from {list(COMPARISONS)}")
     chosen = {name: COMPARISONS[name] for name in (comparisons or COMPARISONS)}
-    effects = compare_cells(stats.cell_estimates(scores, matches, n_bootstrap, seed), chosen)
+    return judged_summary(compare_cells(stats.cell_estimates(scores, matches, n_bootstrap, seed), chosen), by, seed,
+                          correction)
+
+
+def judged_summary(effects: stats.Estimates, by: list[str], seed: int = 0, correction: str = "holm") -> pd.DataFrame:
+    """``summarize``'s table from per-cell effects already compared (``compare_cells``), for callers that reuse
+    the effects' draws for more than one summary (e.g. contrasts between regimes, ``s2l_utils.regimes``)."""
     table = stats.judge(stats.combine(effects, by, seed, means=("reference_value", "model_value")), correction)
     return table.rename(columns={"value": "delta", "reference_value": "before", "model_value": "after"})
 

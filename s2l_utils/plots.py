@@ -338,3 +338,42 @@ def ablation_lines(summary: pd.DataFrame, axis: str, metric: str = "auc", log_x:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def regime_grid(panels: dict[str, pd.DataFrame], x_label: str = "SP guidance", title: str = ""):
+    """Effects across a regime grid: one row of panels per regime (``regime`` column), one column per entry of
+    ``panels`` (title -> rows with regime, x, method, delta, lo, hi, verdict), the x values (``x_label``) on the
+    x axis, one colour per method, 95% CIs as bars, a filled marker where the corrected verdict is up or
+    down, a line at 0."""
+    regimes = list(dict.fromkeys(r for panel in panels.values() for r in panel["regime"]))
+    methods = list(dict.fromkeys(m for panel in panels.values() for m in panel["method"]))
+    colors = dict(zip(methods, sns.color_palette("Set1", len(methods))))
+    fig, axes = plt.subplots(len(regimes), len(panels), figsize=(2.9 * len(panels) + 0.6, 2.3 * len(regimes) + 0.8),
+                             squeeze=False, sharex=True, sharey="col")
+    for j, (name, panel) in enumerate(panels.items()):
+        xs = sorted(panel["x"].unique())
+        for i, regime in enumerate(regimes):
+            ax = axes[i, j]
+            for k, method in enumerate(methods):
+                sub = panel[(panel["regime"] == regime) & (panel["method"] == method)].set_index("x").reindex(xs)
+                x = np.arange(len(xs)) + (k - (len(methods) - 1) / 2) * 0.6 / max(len(methods), 1)
+                # a percentile CI need not contain its point estimate (e.g. a median over few generations)
+                spread = np.clip([sub["delta"] - sub["lo"], sub["hi"] - sub["delta"]], 0, None)
+                ax.errorbar(x, sub["delta"], yerr=spread, fmt="none", lw=1, color=colors[method])
+                judged = sub["verdict"].isin(["up", "down"]).to_numpy()
+                ax.scatter(x, sub["delta"], s=14, color=colors[method], label=method if i == j == 0 else None,
+                           facecolors=[colors[method] if v else "white" for v in judged], zorder=3)
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_xticks(np.arange(len(xs)), [f"{v:g}" for v in xs], fontsize=7)
+            ax.tick_params(axis="y", labelsize=7)
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(regime, fontsize=8)
+            if i == len(regimes) - 1:
+                ax.set_xlabel(x_label, fontsize=7)
+    fig.legend(loc="upper right", fontsize=7, ncol=len(methods))
+    if title:
+        fig.suptitle(title, fontsize=9, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig

@@ -59,7 +59,7 @@ def collect(roots: list[Path]) -> dict[str, pd.DataFrame]:
     return found
 
 
-def _sweep_part(collected: pd.DataFrame, name: str) -> pd.DataFrame:
+def sweep_part(collected: pd.DataFrame, name: str) -> pd.DataFrame:
     """One collected table's rows, without the collector's columns and the grid's list-valued ones (each cell
     already carries its labels), once per cell even when several runs read the same cell back."""
     rows = collected[collected["table"] == name].dropna(axis=1, how="all")
@@ -79,7 +79,7 @@ def from_sweep(path: str | Path, n_bootstrap: int = 2000, seed: int = 0, correct
     if not set(SWEEP_TABLES) <= found:
         raise ValueError(f"{path} lacks the tables {sorted(set(SWEEP_TABLES) - found)}: collect the sweep with "
                          f"tables: [{', '.join(SWEEP_TABLES)}]")
-    scores, matches = (_sweep_part(collected, name) for name in SWEEP_TABLES)
+    scores, matches = (sweep_part(collected, name) for name in SWEEP_TABLES)
     tables = {"main": summarize(scores, matches, ["method", "comparison", "attack", "metric"], n_bootstrap, seed,
                                 correction)}
     if (scores["attack"] == blind.ATTACK).any():

@@ -235,6 +235,27 @@ def compare(estimates: Estimates, comparisons: dict[str, tuple[str, str]]) -> Es
     return Estimates(pd.concat(frames, ignore_index=True), np.concatenate(draws))
 
 
+def contrast(estimates: Estimates, column: str, high, low, pair_on: list[str]) -> Estimates:
+    """Rows whose ``column`` is ``high`` minus the rows they pair with (equal on ``pair_on``, which must hold
+    ``domain``) whose ``column`` is ``low``: a contrast between settings of the same cells, e.g. an effect at SP
+    guidance 7.5 minus the same method's, domain's and seed's effect at 1. The draws stay paired when both were
+    estimated in one ``cell_estimates`` call (a domain's rows share its draws); the rows keep the ``high`` row's
+    labels, with ``column`` set to "high - low"."""
+    if "domain" not in pair_on:
+        raise ValueError("a contrast pairs rows within a domain: pair_on needs 'domain' (the bootstrap's cluster)")
+    rows = estimates.rows.reset_index(drop=True)
+    high_rows = rows[rows[column] == high].reset_index(names="at")
+    low_rows = rows.loc[rows[column] == low, [*pair_on, "value"]].reset_index(names="at_low")
+    if low_rows.duplicated(pair_on).any() or high_rows.duplicated(pair_on).any():
+        raise ValueError(f"pair_on {pair_on} does not identify one row per setting of {column!r}")
+    pair = high_rows.merge(low_rows, on=pair_on, suffixes=("", "_low"))
+    if pair.empty:
+        raise ValueError(f"no row with {column} = {high!r} has a partner with {column} = {low!r}")
+    out = pair.drop(columns=["at", "at_low", "value_low"]).assign(
+        **{column: f"{high} - {low}"}, value=pair["value"] - pair["value_low"])
+    return Estimates(out, estimates.draws[pair["at"]] - estimates.draws[pair["at_low"]])
+
+
 def combine(estimates: Estimates, by: list[str], seed: int = 0, means: tuple[str, ...] = ()) -> pd.DataFrame:
     """The mean over cells of each group of ``by``, with a cluster-bootstrap 95% CI and two-sided p-value:
     columns ``by``, value, lo, hi, p, cells, domains, draws, and the mean of each column in ``means``."""

@@ -6,16 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from s2l_utils import paths, run
+from s2l_utils import paths, regimes, run, sweep
 from s2l_utils.config import ConfigError
 
 pytestmark = pytest.mark.notebooks
+SMOKE_SHARD = Path(__file__).parent / "sweeps" / "regimes_duplicated.yaml"
 
 
 @pytest.fixture(scope="module")
 def smoke_runs():
+    """Every notebook on smoke; before the regime study (15), a smoke stand-in of its first shard is swept and
+    published, as ``make regimes`` does."""
     logs = []
-    folders = run.run("smoke", log=logs.append)
+    notebooks = [nb.stem for nb in run.available_notebooks()]
+    folders = run.run("smoke", notebooks[:-1], log=logs.append)
+    sweep.run_sweep(sweep.load_sweep(SMOKE_SHARD), log=logs.append)
+    regimes.publish(SMOKE_SHARD, log=logs.append)
+    folders += run.run("smoke", notebooks[-1:], log=logs.append)
     return folders, logs
 
 
@@ -121,6 +128,24 @@ def test_experiment_notebooks_write_effects_and_the_report_restates_them(smoke_r
     report_metrics = json.loads((by_name["14_report"] / "metrics.json").read_text())
     assert report_metrics["published"] is False and set(report_metrics["tables"]) == {"main", "blind", "ablations", "map",
                                                                                       "transfer"}
+
+
+def test_the_regime_notebook_reads_the_published_shard_and_judges_every_hypothesis(smoke_runs):
+    import pandas as pd
+
+    folders, _ = smoke_runs
+    folder = {f.name: f for f in folders}["15_regimes"]
+    summary = pd.read_parquet(folder / "regimes_summary.parquet")
+    assert set(summary["sp_guidance"]) == {1.0, 7.5} and set(summary["world"]) == {regimes.DUPLICATED}
+    contrasts = pd.read_parquet(folder / "regimes_contrasts.parquet")
+    assert set(contrasts["contrast"]) == {"sp_guidance 7.5 - 1.0"} and (contrasts["cells"] == 1).all()
+    hypotheses = pd.read_parquet(folder / "regimes_hypotheses.parquet").set_index("hypothesis")["verdict"]
+    assert hypotheses["H3 shift"] == "pending" and hypotheses["H4 capacity"] == "not run"
+    assert hypotheses["H1 memorisation"] != "pending" and hypotheses["H2 drift"] != "pending"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["shards"] == ["regimes_duplicated"] and metrics["draws_needed"] > 50
+    assert "| H2 drift |" in (folder / "regimes.md").read_text()
+    assert (Path(os.environ["S2L_FIGURES_DIR"]) / "smoke" / "regimes_effects.png").is_file()
 
 
 def test_finished_runs_are_skipped_and_no_temporary_folder_remains(smoke_runs):

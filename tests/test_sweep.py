@@ -163,7 +163,11 @@ def test_parallel_jobs_run_each_point_in_its_own_process(make_sweep, monkeypatch
     assert Path(f"{counter}.threads").read_text().split() == [share, share]
 
 
-@pytest.mark.parametrize("path", sorted((paths.repo_root() / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+SHIPPED = sorted((paths.repo_root() / "sweeps").glob("*.yaml"))
+REGIME_SHARDS = [p for p in SHIPPED if p.stem.startswith("regimes_")]
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p not in REGIME_SHARDS], ids=lambda p: p.stem)
 def test_shipped_sweeps_load_and_cover_their_profiles_cells(path):
     """Each shipped sweep validates, and its points together cover the profile's methods x seeds exactly once,
     so the notebook run after it reads every cell back instead of computing it."""
@@ -172,3 +176,19 @@ def test_shipped_sweeps_load_and_cover_their_profiles_cells(path):
     covered = [(m, s) for point in loaded.points() for m in point.get("methods", profile.methods)
                for s in point.get("seeds", profile.seeds)]
     assert sorted(covered) == sorted((m, s) for m in profile.methods for s in profile.seeds)
+
+
+def test_the_regime_shards_are_the_studys_and_differ_only_in_their_world():
+    """Notebook 15 reads the shards by name, and its contrasts pair cells across shards: every grid shard runs the
+    same methods x guidance x seeds x conditions, in its own world."""
+    from s2l_utils import regimes
+
+    assert sorted(p.stem for p in REGIME_SHARDS) == sorted([*regimes.SHARDS, regimes.ZERO_KNOWLEDGE])
+    grids = {p.stem: sweep.load_sweep(p) for p in REGIME_SHARDS if p.stem in regimes.SHARDS}
+    worlds = set()
+    for name, loaded in grids.items():
+        assert loaded.grid == grids["regimes_duplicated"].grid and len(loaded.points()) == 12, name
+        fixed = dict(loaded.fixed)
+        worlds.add((tuple(fixed.pop("member_duplicates")), fixed.pop("nonmember_shift")))
+        assert fixed == {"seeds": [0, 1], "conditions": ["s2l", "cross_domain", "real_nonmember"]}, name
+    assert worlds == {((32, 16, 8, 4), 0.0), ((), 0.0), ((32, 16, 8, 4), 0.5), ((), 0.5)}
