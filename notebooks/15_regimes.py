@@ -90,6 +90,12 @@ pd.DataFrame.from_dict(record, orient="index")
 display(Markdown(regimes.preregistration()))
 
 # %% [markdown]
+# ### Where this analysis departs from the pre-registration, and a caveat
+
+# %%
+display(Markdown("\n".join(f"- {d}" for d in regimes.DEVIATIONS) + f"\n\n**Caveat.** {regimes.CAVEAT}"))
+
+# %% [markdown]
 # ## Every comparison, per regime
 # The S2L effect (and after − before, and each control) per world, shift, guidance and method, averaged over
 # domains and seeds, judged within the pre-registered families. Then the paper's table, read per regime.
@@ -164,11 +170,14 @@ except FileNotFoundError as missing:
 # %%
 hypotheses = pd.DataFrame([
     regimes.h1_memorisation(summary),
-    regimes.h2_drift(summary, guidance),
-    regimes.h3_shift(blind_auc, shift),
+    regimes.h2_drift(guidance),
+    regimes.h3_shift(summary, blind_auc, shift),
     regimes.not_run("H4 capacity", "the wider target runs only after the main grid (pre-registered); not yet"),
     regimes.zero_knowledge(zero) if zero is not None else regimes.not_run("zero-knowledge shake", "shard pending"),
 ])
+if params.regimes_bootstrap < needed:
+    judged = ~hypotheses["verdict"].isin(["pending", "not run"])
+    hypotheses.loc[judged, "verdict"] += f" (too few draws: {params.regimes_bootstrap:,} < {needed:,})"
 run.save_table(hypotheses, "regimes_hypotheses")
 with pd.option_context("display.max_colwidth", None):
     display(hypotheses)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import experiment, finetune, paths, report, stats, sweep
-from .config import ConfigError, load_profile
+from .config import ConfigError
 from .notebook import PARAMS_FILE, write_json
 
 SHARDS = ("regimes_duplicated", "regimes_iid", "regimes_duplicated_shift", "regimes_iid_shift")
@@ -39,7 +39,28 @@ COMPARED = (experiment.AFTER, experiment.EFFECT, "S2L - cross-domain", "S2L - re
 HEAVIEST = stats.class_metric("own_copies", 32)  # the most duplicated class of members (32 copies)
 MIA_ATTACKS = ("loss", "secmi_ldm", "pia")  # the attacks the figure and the paper's table show
 SHARDS_FILE = "shards.json"
+WEIGHT_METHODS = "weight methods"  # a contrast pooled over the methods that change weights (no token)
 H1_MARGIN = 0.25  # copies per cell: a quarter of the target's own 32x rate (pre-registered refutation bound)
+
+
+# where the analysis departs from data/results/regimes/preregistration.md, and why (stated wherever verdicts are)
+DEVIATIONS = (
+    "16 cells per condition had run before the pre-registration: issue 12's `mini` (duplicated world, LoRA and "
+    "textual inversion, seed 0, SP guidance 3, S2L and control), which H1's prior quotes; the grid reads them "
+    "from the cell cache.",
+    "10,000 bootstrap draws instead of 2,000: with families of up to 240 verdicts, 2,000 draws (smallest p "
+    "2/2001) cannot let any estimate survive Holm.",
+    "H2 is judged on the guidance contrast pooled over the weight methods (LoRA, DreamBooth, DreamBooth+LoRA); "
+    "textual inversion is shown apart, because its real-non-member control does not depend on the guidance. Its "
+    "second condition is read as \"S2L's effect at g = 1 is not smaller than at 7.5\": no 7.5 − 1 contrast of it "
+    "lies wholly above 0.",
+    "Where a hypothesis's own refutation rule (\"CI around 0\") and the shared rule (the opposite verdict, or CIs "
+    "that exclude the predicted size) disagree, the verdict gives both.",
+    "The zero-knowledge shake (issue 13, item 3) is exploratory: the pre-registration does not name it.",
+)
+CAVEAT = ("With 8 domains, no test that treats the domain as the unit can give a p-value below 2/256, so a verdict "
+          "that survives Holm over a family of hundreds rests on all domains agreeing and on the within-domain "
+          "resampling: the summary's `domains_up` / `domains_down` say how many domains agree.")
 
 
 def results_dir() -> Path:
@@ -51,42 +72,44 @@ def world_of(member_duplicates) -> str:
     return DUPLICATED if len(member_duplicates) else IID
 
 
-def publish(sweep_file: str | Path, folder: Path | None = None, log=print) -> Path:
-    """Copy a finished shard's collected table (every point done) to ``folder/<shard>.parquet`` with its world
-    label, and record its commit, cells and model-evaluation seconds in ``folder/shards.json``."""
+def publish(sweep_file: str | Path, folder: Path | None = None, allow_dirty: bool = False, log=print) -> Path:
+    """Copy a finished shard's collected table (every point done) to ``folder/<shard>.parquet``, each run's rows
+    labelled with the regime its own ``params.json`` records, and record in ``folder/shards.json`` the commit(s)
+    the runs recorded (refused when unknown or "+dirty", unless ``allow_dirty``), the cells, the fine-tuned models
+    and their evaluation seconds (each model's ``cell.json``, refused when missing)."""
     shard = sweep.load_sweep(sweep_file)
     unfinished = [p for p in shard.points() if sweep.point_state(shard, p) != "done"]
     if unfinished:
         raise ConfigError(f"shard {shard.name}: {len(unfinished)} of {len(shard.points())} points are not done; "
                           f"run python -m s2l_utils.sweep {shard.path} --jobs 2 first")
     collected = sweep.collect(shard, log=log)
-    # each point's regime from its effective parameters (a shard need not name what its profile already sets)
-    regime = {}
-    for point in shard.points():
-        params = load_profile(shard.profile, **point)
-        for nb in shard.notebooks:
-            regime[str(shard.run_root(point) / nb.stem)] = (world_of(params.member_duplicates),
-                                                           params.nonmember_shift, params.sp_guidance)
+    runs = {run_dir: json.loads((Path(run_dir) / PARAMS_FILE).read_text()) for run_dir in collected["run_dir"].unique()}
+    commits = sorted({str(run["git_commit"]) for run in runs.values()})
+    if not allow_dirty and any(c == "None" or c.endswith("+dirty") for c in commits):
+        raise ConfigError(f"shard {shard.name} was computed at {commits}: publish only runs of committed code")
+    regime = {run_dir: (world_of(run["params"]["member_duplicates"]), run["params"]["nonmember_shift"],
+                        run["params"]["sp_guidance"]) for run_dir, run in runs.items()}
     labels = pd.DataFrame(collected["run_dir"].map(regime).tolist(), columns=list(REGIME), index=collected.index)
     collected = collected.drop(columns=[c for c in (*REGIME, "member_duplicates") if c in collected]).join(labels)
     table = pd.concat([report.sweep_part(collected, name).assign(table=name) for name in report.SWEEP_TABLES],
                       ignore_index=True)
+    tuned = table.loc[table["condition"] != experiment.BEFORE, ["cell", "condition"]].drop_duplicates()
+    infos = [paths.cache_dir("cells") / c / k / experiment.CELL_INFO for c, k in tuned.itertuples(index=False)]
+    missing = [str(info) for info in infos if not info.is_file()]
+    if missing:
+        raise FileNotFoundError(f"shard {shard.name}: {len(missing)} fine-tuned models lack their {experiment.CELL_INFO} "
+                                f"(e.g. {missing[0]}): publish where the shard ran")
     folder = folder or results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{shard.name}.parquet"
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     table.to_parquet(tmp, index=False, compression="zstd")
     os.replace(tmp, out)
-    cells = table[["cell", "condition"]].drop_duplicates()
-    seconds = sum(json.loads(info.read_text())["seconds"] for info in
-                  (paths.cache_dir("cells") / c / k / experiment.CELL_INFO for c, k in cells.itertuples(index=False))
-                  if info.is_file())
     record = json.loads((folder / SHARDS_FILE).read_text()) if (folder / SHARDS_FILE).is_file() else {}
-    # the commit(s) whose notebook runs computed the shard, as each run recorded it (not the publishing one)
-    commits = sorted({str(json.loads((Path(run_folder) / PARAMS_FILE).read_text()).get("git_commit"))
-                      for run_folder in collected["run_dir"].unique()})
-    record[shard.name] = {"commit": ", ".join(commits), "points": len(shard.points()), "cells": int(table["cell"].nunique()),
-                          "models": len(cells), "model_seconds": round(seconds), "rows": len(table)}
+    record[shard.name] = {"commit": ", ".join(commits), "points": len(shard.points()),
+                          "cells": int(table["cell"].nunique()), "finetuned_models": len(tuned),
+                          "model_seconds": round(sum(json.loads(i.read_text())["seconds"] for i in infos)),
+                          "rows": len(table)}
     write_json(folder / SHARDS_FILE, record)
     log(f"published {shard.name}: {record[shard.name]} -> {out}")
     return out
@@ -138,15 +161,28 @@ def draws_needed(summary_table: pd.DataFrame) -> int:
 def summary(cell_effects: stats.Estimates, seed: int = 0, correction: str = "holm") -> pd.DataFrame:
     """The comparisons per regime and method, averaged over domains and seeds, judged within each comparison x
     metric family over every method and regime (the pre-registered families)."""
-    by = [*REGIME, "method", "comparison", "attack", "metric"]
-    return experiment.judged_summary(cell_effects, [c for c in by if c in cell_effects.rows], seed, correction)
+    by = [c for c in (*REGIME, "method", "comparison", "attack", "metric") if c in cell_effects.rows]
+    table = experiment.judged_summary(cell_effects, by, seed, correction)
+    return table.merge(domain_signs(cell_effects, by), on=by, how="left")
+
+
+def domain_signs(estimates: stats.Estimates, by: list[str]) -> pd.DataFrame:
+    """Per group of ``by``: how many domains' mean estimate lies above 0 (``domains_up``) and below it
+    (``domains_down``). With 8 domains, no test that treats the domain as the unit (a sign or sign-flip test) can
+    give a two-sided p below 2/256, so a verdict that survives Holm over a large family rests on every domain
+    agreeing and on the within-domain resampling: these counts show how far the domains agree."""
+    means = estimates.rows.groupby([*by, "domain"], sort=False, dropna=False)["value"].mean().reset_index()
+    return means.assign(domains_up=means["value"] > 0, domains_down=means["value"] < 0).groupby(
+        by, sort=False, dropna=False)[["domains_up", "domains_down"]].sum().reset_index()
 
 
 def contrasts(cell_effects: stats.Estimates, column: str, high, low, seed: int = 0,
               metrics=(stats.STRENGTH, HEAVIEST, "own_copies", *stats.DRIFT_JUDGED)) -> pd.DataFrame:
     """Each comparison's per-cell effect at ``column`` = ``high`` minus that at ``low``, paired by the other
     regime columns, method, domain and seed; per method and over all methods (``experiment.ALL_METHODS``), with
-    cluster-bootstrap 95% CIs and p-values (not corrected: each hypothesis names the contrast it reads)."""
+    cluster-bootstrap 95% CIs and p-values (not corrected: each hypothesis names the contrast it reads), and pooled
+    over the methods that change weights (``WEIGHT_METHODS``): their control is fine-tuned at the same setting,
+    while a token method's real-non-member control does not depend on the SP guidance at all."""
     rows = cell_effects.rows
     keep = rows["metric"].isin(metrics).to_numpy()
     chosen = stats.Estimates(rows[keep].reset_index(drop=True), cell_effects.draws[keep])
@@ -154,8 +190,11 @@ def contrasts(cell_effects: stats.Estimates, column: str, high, low, seed: int =
     pair_on = [*others, "method", "domain", "seed", "comparison", "attack", "metric"]
     diff = stats.contrast(chosen, column, high, low, pair_on)
     by = [*others, "method", "comparison", "attack", "metric"]
-    pooled = stats.Estimates(diff.rows.assign(method=experiment.ALL_METHODS), diff.draws)
-    table = pd.concat([stats.combine(part, by, seed) for part in (diff, pooled)], ignore_index=True)
+    weights = ~diff.rows["method"].map(_is_token).to_numpy(bool)
+    pooled = [stats.Estimates(diff.rows.assign(method=experiment.ALL_METHODS), diff.draws),
+              stats.Estimates(diff.rows[weights].assign(method=WEIGHT_METHODS), diff.draws[weights])]
+    table = pd.concat([stats.combine(part, by, seed) for part in (diff, *pooled) if len(part.rows)],
+                      ignore_index=True)
     return table.assign(contrast=f"{column} {high} - {low}").rename(columns={"value": "delta"})
 
 
@@ -182,7 +221,17 @@ def figure_panels(summary_table: pd.DataFrame, comparison: str = experiment.EFFE
     panels["extraction: Δ copies per cell (32x members; all, i.i.d.)"] = rows[copies]
     panels["drift: Δ median nearest distance (+ = away)"] = rows[rows["metric"] == "nearest_median"]
     columns = ["regime", "x", "method", "delta", "lo", "hi", "verdict"]
-    return {title: panel[columns] for title, panel in panels.items() if len(panel)}
+    return {title: _bracket_verdicts(panel, summary_table)[columns] for title, panel in panels.items() if len(panel)}
+
+
+def _bracket_verdicts(rows: pd.DataFrame, summary_table: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (S2L effects) with a token method's verdict kept only where its after − before agrees."""
+    keys = [*REGIME, "method", "attack", "metric"]
+    after = summary_table.loc[summary_table["comparison"] == experiment.AFTER, [*keys, "verdict"]]
+    merged = rows.merge(after.rename(columns={"verdict": "after_verdict"}), on=keys, how="left")
+    token = merged["method"].map(_is_token).astype(bool)
+    merged["verdict"] = merged["verdict"].where(~token | (merged["verdict"] == merged["after_verdict"]), "no change")
+    return merged
 
 
 def _is_token(method: str) -> bool:
@@ -225,96 +274,140 @@ def _select(table: pd.DataFrame, world: str, shift: float = 0.0, **equal) -> pd.
     return rows
 
 
+AROUND_ZERO = "refuted by its own rule (CI around 0); not shown by the shared rule"
+
+
+def _refutation(lo: float, hi: float) -> str:
+    """A hypothesis's own refutation rule ("CI below or around 0") against the shared one (the opposite
+    verdict): both are pre-registered, so a CI around 0 is reported under both."""
+    return "refuted" if hi < 0 else AROUND_ZERO
+
+
 def h1_memorisation(summary_table: pd.DataFrame) -> dict:
-    """H1: S2L raises copies of the 32x members in the duplicated world (a Holm-surviving "up", bracketed for
-    token methods) and does nothing in the i.i.d. world; refuted when every duplicated-world effect is "down"
-    or "no change" with its CI below ``H1_MARGIN`` copies per cell."""
-    dup = bracketed(_select(summary_table, DUPLICATED, attack=stats.EXTRACTION, metric=HEAVIEST))
+    """H1: where the target copies the 32x members, S2L raises those copies in the duplicated world (some method
+    x guidance with a Holm-surviving "up", bracketed for token methods), and nothing rises in the i.i.d. world;
+    refuted when every duplicated-world effect is "down" or "no change" with its CI below ``H1_MARGIN`` copies
+    per cell. Not testable where the target copies no 32x member."""
+    rows = _select(summary_table, DUPLICATED, attack=stats.EXTRACTION, metric=HEAVIEST)
+    dup = bracketed(rows)
     if dup.empty:
         return _verdict("H1 memorisation", "pending", "the duplicated world's shard is not published yet")
-    per_guidance = "; ".join(f"g = {g:g}: {_rows_text(rows)}" for g, rows in dup.groupby("sp_guidance"))
+    rate = rows.loc[rows["comparison"] == experiment.AFTER, "before"].mean()
+    per_guidance = "; ".join(f"g = {g:g}: {_rows_text(part)}" for g, part in dup.groupby("sp_guidance"))
     iid = _select(summary_table, IID, attack=stats.EXTRACTION, metric="own_copies")
     iid = iid[iid["comparison"].isin([experiment.AFTER, experiment.EFFECT])]
     iid_text = (f" I.i.d. world, own copies: {int((iid['verdict'] == 'up').sum())} up of {len(iid)} (after − before "
                 f"and S2L effect, every method x guidance)." if len(iid) else " The i.i.d. shard is not published.")
-    evidence = f"S2L effect on 32x copies per cell (duplicated world): {per_guidance}.{iid_text}"
-    ups = dup[dup["verdict"] == "up"]
-    if len(ups):
+    evidence = (f"The target copies {rate:.3f} 32x members per cell. S2L effect on those copies (duplicated world): "
+                f"{per_guidance}.{iid_text}")
+    if not rate > 0:
+        return _verdict("H1 memorisation", "not testable (the target copies no 32x member)", evidence)
+    if (dup["verdict"] == "up").any():
         if iid.empty:
             return _verdict("H1 memorisation", "not shown (i.i.d. world pending)", evidence)
         verdict = "confirmed" if not (iid["verdict"] == "up").any() else "not shown (the i.i.d. world rises too)"
         return _verdict("H1 memorisation", verdict, evidence)
     if (dup["hi"] < H1_MARGIN).all():
-        return _verdict("H1 memorisation", "refuted", evidence + f" Every CI lies below +{H1_MARGIN} copies per cell.")
+        return _verdict("H1 memorisation", "refuted",
+                        evidence + f" Every CI lies below +{H1_MARGIN} copies per cell (a quarter of the target's "
+                                   "rate in issue 12).")
     return _verdict("H1 memorisation", "not shown", evidence)
 
 
-def h2_drift(summary_table: pd.DataFrame, guidance: pd.DataFrame) -> dict:
-    """H2: the S2L effect on the median nearest distance is larger at guidance 7.5 than at 1 (pooled contrast CI
-    above 0), and S2L's effect on 32x copies and on MIA strength at 1 is at least its value at 7.5 (those
-    contrasts' CIs not above 0); refuted when the drift contrast's CI does not exclude 0 or lies below it."""
+def h2_drift(guidance: pd.DataFrame) -> dict:
+    """H2, from the guidance contrast (the per-cell effect at 7.5 minus that at 1), pooled over the weight
+    methods (a token method's control does not depend on the guidance; it is shown apart): confirmed when the
+    S2L effect on the median nearest distance rises with guidance (CI above 0) and S2L's effect on 32x copies and
+    on MIA strength is not smaller at 1 than at 7.5 (no such contrast's CI wholly above 0); refuted by its own
+    rule when the drift contrast's CI is around or below 0 (``_refutation``)."""
     if guidance.empty:
         return _verdict("H2 drift", "pending", "needs SP guidance 1 and 7.5 in a published shard")
-    pooled = guidance[(guidance["method"] == experiment.ALL_METHODS) & (guidance["nonmember_shift"] == 0.0)]
-
-    def pick(comparison, metric, attack=stats.EXTRACTION):
-        return pooled[(pooled["comparison"] == comparison) & (pooled["metric"] == metric)
-                      & (pooled["attack"] == attack)]
+    unshifted = guidance[guidance["nonmember_shift"] == 0.0]
 
     parts, verdicts = [], []
-    for world, drift in pick(experiment.EFFECT, "nearest_median").groupby("world", sort=False):
-        after = pick(experiment.AFTER, "nearest_median").query("world == @world")
-        copies = pick(experiment.EFFECT, HEAVIEST).query("world == @world")
-        mia = pooled[(pooled["world"] == world) & (pooled["comparison"] == experiment.EFFECT)
-                     & (pooled["metric"] == stats.STRENGTH)]
+    for world in dict.fromkeys(unshifted["world"]):
+        def of(method, comparison, metric, rows=unshifted[unshifted["world"] == world]):
+            return rows[(rows["method"] == method) & (rows["comparison"] == comparison) & (rows["metric"] == metric)]
+
+        drift = of(WEIGHT_METHODS, experiment.EFFECT, "nearest_median")
+        if drift.empty:
+            continue
         row = drift.iloc[0]
-        ordered = row["lo"] > 0
-        # "at g = 1 at least its value at 7.5": the 7.5 - 1 contrast must not lie wholly above 0
-        weaker_at_1 = [r["attack"] for _, r in pd.concat([copies, mia]).iterrows() if r["lo"] > 0]
-        verdicts.append("refuted" if not ordered else "confirmed" if not weaker_at_1 else "not shown")
+        copies = of(WEIGHT_METHODS, experiment.EFFECT, HEAVIEST)
+        mia = of(WEIGHT_METHODS, experiment.EFFECT, stats.STRENGTH)
+        smaller_at_1 = [f"{r['attack']} {r['metric']}" for _, r in pd.concat([copies, mia]).iterrows() if r["lo"] > 0]
+        if row["lo"] > 0:
+            verdicts.append("not shown (drift ordered, but S2L's effect is smaller at g = 1)" if smaller_at_1
+                            else "confirmed")
+        else:
+            verdicts.append(_refutation(row["lo"], row["hi"]))
+        after = of(WEIGHT_METHODS, experiment.AFTER, "nearest_median")
+        token = [r for _, r in unshifted[(unshifted["world"] == world) & (unshifted["metric"] == "nearest_median")
+                                         & unshifted["method"].map(_is_token)].iterrows()]
         parts.append(
-            f"{world} world, contrast 7.5 − 1 of the S2L effect on the median nearest distance: "
-            f"{_ci(row['delta'], row['lo'], row['hi'])}"
-            + (f" (of after − before: {_ci(*after.iloc[0][['delta', 'lo', 'hi']])})" if len(after) else "")
-            + "".join(f"; on 32x copies {_ci(*r[['delta', 'lo', 'hi']])}" for _, r in copies.iterrows())
+            f"{world} world, weight methods, contrast 7.5 − 1 of the S2L effect on the median nearest distance: "
+            f"{_ci(row['delta'], row['lo'], row['hi'])} ({int(row['domains'])} domains)"
+            + "".join(f"; of after − before: {_ci(r['delta'], r['lo'], r['hi'])}" for _, r in after.iterrows())
+            + "".join(f"; on 32x copies {_ci(r['delta'], r['lo'], r['hi'])}" for _, r in copies.iterrows())
             + "; on MIA strength " + ", ".join(f"{r['attack']} {_ci(r['delta'], r['lo'], r['hi'])}"
                                                for _, r in mia.iterrows())
-            + (f" (S2L weaker at g = 1 than at 7.5 on {', '.join(weaker_at_1)})" if weaker_at_1 else ""))
+            + "".join(f"; {r['method']} ({r['comparison']}) {_ci(r['delta'], r['lo'], r['hi'])}" for r in token))
+    if not verdicts:
+        return _verdict("H2 drift", "pending", "no weight method has both guidance settings")
     verdict = verdicts[0] if len(set(verdicts)) == 1 else "not shown (the worlds disagree)"
     return _verdict("H2 drift", verdict, ". ".join(parts) + ".")
 
 
-def h3_shift(blind_auc: pd.DataFrame, shift: pd.DataFrame) -> dict:
-    """H3: the blind AUC is above 0.5 only in the shifted worlds, and some S2L effect on MIA strength is higher
-    with shifted non-members than with i.i.d. ones (a per-method paired contrast whose CI excludes 0, above it);
-    refuted when no such contrast's CI excludes 0."""
+def h3_shift(summary_table: pd.DataFrame, blind_auc: pd.DataFrame, shift: pd.DataFrame) -> dict:
+    """H3: confirmed when the blind AUC exceeds 0.5 only in the shifted worlds, and some S2L effect on MIA strength
+    is "up" (Holm; token methods bracketed) with shifted non-members while its i.i.d. twin (same world, guidance,
+    method, attack) is not, with a paired shift contrast whose CI lies above 0; refuted by its own rule when no
+    paired contrast's CI excludes 0 (``AROUND_ZERO``: the shared rule would say not shown)."""
     blind_text = "; ".join(f"{r['world']} shift {r['nonmember_shift']:g}: {experiment.auc_text(r)}"
                            for _, r in blind_auc.iterrows())
     if shift.empty:
         return _verdict("H3 shift", "pending", f"blind AUC {blind_text}; no shifted shard published yet")
-    strength = shift[(shift["metric"] == stats.STRENGTH) & (shift["comparison"] == experiment.EFFECT)
-                     & (shift["method"] != experiment.ALL_METHODS)]
-    excluded = strength[(strength["lo"] > 0) | (strength["hi"] < 0)]
     blind_ok = all((r["lo"] > 0.5) == (r["nonmember_shift"] > 0) for _, r in blind_auc.iterrows())
-    higher = excluded[excluded["lo"] > 0]
-    evidence = (f"blind AUC {blind_text}. Paired contrast (shift 0.5 − 0) of the S2L effect on MIA strength: "
-                f"{len(higher)} of {len(strength)} method x attack x guidance x world estimates above 0, "
-                f"{len(excluded) - len(higher)} below (uncorrected 95% CIs)")
-    if len(excluded) == 0:
-        return _verdict("H3 shift", "refuted", evidence + ".")
-    return _verdict("H3 shift", "confirmed" if blind_ok and len(higher) else "not shown", evidence + ".")
+    strength = summary_table[summary_table["metric"] == stats.STRENGTH]
+    up = _bracketed_by_attack(strength).pivot_table(index=["world", "sp_guidance", "method", "attack"], columns="nonmember_shift",
+                            values="verdict", aggfunc="first")
+    contrast = shift[(shift["metric"] == stats.STRENGTH) & (shift["comparison"] == experiment.EFFECT)
+                     & ~shift["method"].isin([experiment.ALL_METHODS, WEIGHT_METHODS])]
+    contrast = contrast.set_index(["world", "sp_guidance", "method", "attack"])
+    found = [key for key, row in up.iterrows() if row.get(0.5) == "up" and row.get(0.0) != "up"
+             and key in contrast.index and contrast.loc[key, "lo"] > 0]
+    excluding = int(((contrast["lo"] > 0) | (contrast["hi"] < 0)).sum())
+    evidence = (f"blind AUC {blind_text}. {len(found)} method x attack x guidance x world with S2L \"up\" only with "
+                f"shifted non-members and a paired contrast above 0"
+                + (" (" + "; ".join(f"{w} g = {g:g} {m} {a}" for w, g, m, a in found) + ")" if found else "")
+                + f"; {excluding} of {len(contrast)} paired contrasts (shift 0.5 − 0, uncorrected) exclude 0")
+    if found and blind_ok:
+        return _verdict("H3 shift", "confirmed", evidence + ".")
+    if excluding == 0:
+        return _verdict("H3 shift", AROUND_ZERO, evidence + ".")
+    return _verdict("H3 shift", "not shown", evidence + ".")
+
+
+def _bracketed_by_attack(strength: pd.DataFrame) -> pd.DataFrame:
+    """``bracketed`` for each attack of MIA-strength rows (columns: the regime, method, attack and verdict)."""
+    return pd.concat([bracketed(rows).assign(attack=attack) for attack, rows in strength.groupby("attack")],
+                     ignore_index=True)
 
 
 def zero_knowledge(summary_table: pd.DataFrame) -> dict:
-    """The paper's zero-knowledge claim on the duplicated world: fine-tuning on Gaussian noise (or noising the
-    weights) strengthens the attacks, judged on after - before of MIA strength and own copies."""
-    after = summary_table[(summary_table["comparison"] == experiment.AFTER)
-                          & summary_table["metric"].isin([stats.STRENGTH, "own_copies"])]
-    counts = stats.tally(after)
-    listed = "; ".join(f"{r['method']} {r['attack']} {_ci(r['delta'], r['lo'], r['hi'])}"
-                       + (f" {r['verdict']}" if r["verdict"] not in ("no change", "") else "")
-                       for _, r in after.iterrows())
-    return _verdict("zero-knowledge shake", stats.agreement(counts), f"after − before: {listed}")
+    """The paper's zero-knowledge claim on the duplicated world, exploratory (not pre-registered): fine-tuning on
+    Gaussian-noise images (or noising the weights) strengthens the attacks. After − before, each family on its
+    own: MIA strength over methods x attacks, and copies of the 32x members."""
+    after = summary_table[summary_table["comparison"] == experiment.AFTER]
+    families = {"MIA strength": after[after["metric"] == stats.STRENGTH], "32x copies": after[after["metric"] == HEAVIEST]}
+    verdict = "; ".join(f"{name}: {stats.agreement(stats.tally(rows))}" for name, rows in families.items() if len(rows))
+    listed = "; ".join(f"{r['method']} {r['attack'] if r['metric'] == stats.STRENGTH else '32x copies'} "
+                       f"{_ci(r['delta'], r['lo'], r['hi'])}" + (f" {r['verdict']}" if r["verdict"] == "up" or
+                                                                   r["verdict"] == "down" else "")
+                       for rows in families.values() for _, r in rows.iterrows())
+    return _verdict("zero-knowledge shake (exploratory)", verdict,
+                    f"after − before: {listed}. One dose only (the profile's steps and learning rate; weight noise "
+                    "0.05); the noise images are captioned with the domain's name, so the name is known.")
 
 
 def claims_by_regime(summary_table: pd.DataFrame) -> pd.DataFrame:
@@ -353,9 +446,14 @@ def markdown(hypotheses: pd.DataFrame, summary_table: pd.DataFrame, shards: dict
     lines = ["### Regimes (issue 13): where S2L shows in the miniature", "",
              f"Built by notebook 15 at `{commit}` from the published shards in `data/results/regimes/` (the "
              "pre-registration is `data/results/regimes/preregistration.md`).", ""]
+    published = [name for name in SHARDS if name in shards]
+    if len(published) < len(SHARDS):
+        lines += [f"**Interim: {len(published)} of {len(SHARDS)} grid shards are published.** The Holm families hold "
+                  "only the published regimes, and a hypothesis whose world is missing is pending: the verdicts "
+                  "can change when the rest are in.", ""]
     for name in SHARDS + (ZERO_KNOWLEDGE,):
         record = shards.get(name)
-        lines.append(f"- `{name}`: " + (f"{record['cells']} cells, {record['models']} models, "
+        lines.append(f"- `{name}`: " + (f"{record['cells']} cells, {record['finetuned_models']} fine-tuned models, "
                                          f"{record['model_seconds'] / 3600:.1f} core-hours of model evaluation, "
                                          f"commit `{record['commit']}`" if record else "not run yet"))
     lines += ["", "| hypothesis | verdict | evidence |", "| --- | --- | --- |"]
@@ -375,6 +473,8 @@ def markdown(hypotheses: pd.DataFrame, summary_table: pd.DataFrame, shards: dict
                   "| regime | " + " | ".join(_short(c) for c in shown) + " |", "|" + " --- |" * (len(shown) + 1)]
         lines += [f"| {regime} | " + " | ".join(str(claims.loc[c, regime]) for c in shown) + " |"
                   for regime in claims.columns]
+    lines += ["", "Deviations from the pre-registration:", ""] + [f"- {d}" for d in DEVIATIONS]
+    lines += ["", f"Caveat: {CAVEAT}"]
     lines += [""] + [f"![regimes]({path})" for path in figures]
     return "\n".join(lines) + "\n"
 
@@ -399,10 +499,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     publishing = commands.add_parser("publish", help="copy finished shards' collected tables to data/results/regimes/")
     publishing.add_argument("sweeps", nargs="+", help="sweep files of finished shards")
+    publishing.add_argument("--allow-dirty", action="store_true",
+                            help="publish runs of uncommitted code (their commit is recorded with +dirty)")
     args = parser.parse_args(argv)
     try:
         for sweep_file in args.sweeps:
-            publish(sweep_file)
+            publish(sweep_file, allow_dirty=args.allow_dirty)
     except (ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ def smoke_runs():
     notebooks = [nb.stem for nb in run.available_notebooks()]
     folders = run.run("smoke", notebooks[:-1], log=logs.append)
     sweep.run_sweep(sweep.load_sweep(SMOKE_SHARD), log=logs.append)
-    regimes.publish(SMOKE_SHARD, log=logs.append)
+    regimes.publish(SMOKE_SHARD, allow_dirty=True, log=logs.append)  # a working tree under test may be dirty
     folders += run.run("smoke", notebooks[-1:], log=logs.append)
     return folders, logs
 
@@ -141,7 +141,11 @@ def test_the_regime_notebook_reads_the_published_shard_and_judges_every_hypothes
     assert set(contrasts["contrast"]) == {"sp_guidance 7.5 - 1.0"} and (contrasts["cells"] == 1).all()
     hypotheses = pd.read_parquet(folder / "regimes_hypotheses.parquet").set_index("hypothesis")["verdict"]
     assert hypotheses["H3 shift"] == "pending" and hypotheses["H4 capacity"] == "not run"
+    assert "(too few draws: 50 < " in hypotheses["H1 memorisation"]  # smoke: 50 draws, no Holm verdict possible
     assert hypotheses["H1 memorisation"] != "pending" and hypotheses["H2 drift"] != "pending"
+    record = json.loads((paths.data_dir() / "results" / "regimes" / regimes.SHARDS_FILE).read_text())
+    shard = record["regimes_duplicated"]
+    assert shard["cells"] == 2 and shard["finetuned_models"] == 4 and shard["model_seconds"] > 0  # s2l + control
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["shards"] == ["regimes_duplicated"] and metrics["draws_needed"] > 50
     assert "| H2 drift |" in (folder / "regimes.md").read_text()
@@ -189,6 +193,9 @@ def test_a_failing_notebook_is_kept_aside_and_leaves_no_finished_folder(tmp_path
 def test_overrides_reach_the_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("S2L_RUNS_DIR", str(tmp_path))
     (folder,) = run.run("smoke", ["00"], {"private_domains": 2, "public_domains": 1})
+    record = json.loads((paths.data_dir() / "results" / "regimes" / regimes.SHARDS_FILE).read_text())
+    shard = record["regimes_duplicated"]
+    assert shard["cells"] == 2 and shard["finetuned_models"] == 4 and shard["model_seconds"] > 0  # s2l + control
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["n_private_domains"] == 2 and metrics["n_public_domains"] == 1
     assert json.loads((folder / "params.json").read_text())["params"]["private_domains"] == 2

@@ -15,15 +15,17 @@ GENERATIONS = 40
 
 
 def _model(rng, cell, label, condition, *, member_shift, copies, distance, classes):
-    """One model's scores (loss and blind attacks) and matches: members score ``member_shift`` above
-    non-members; the first ``copies`` generations copy the domain's 32x member, the rest lie at ``distance``."""
+    """One model's scores (loss attack; the target also the blind baseline, whose members score 3 x the
+    non-member shift above non-members) and matches: members score ``member_shift`` above non-members; the first
+    ``copies`` generations copy the domain's 32x member, the rest lie at ``distance``."""
     domain = label["domain"]
     files = [f"{domain}-m{i}" for i in range(8)] + [f"{domain}-n{i}" for i in range(8)]
     member = np.arange(16) < 8
     attacks = ["loss", "blind"] if condition == experiment.BEFORE else ["loss"]
     scores = pd.concat([pd.DataFrame({"cell": cell, **label, "condition": condition, "attack": attack,
                                       "file_name": files, "is_member": member,
-                                      "score": rng.normal(size=16) + member * member_shift})
+                                      "score": rng.normal(size=16) + member * (
+                                          member_shift if attack == "loss" else 3 * label["nonmember_shift"])})
                         for attack in attacks], ignore_index=True)
     copied = np.arange(GENERATIONS) < copies
     matches = pd.DataFrame({"cell": cell, **label, "condition": condition, "generation": range(GENERATIONS),
@@ -35,25 +37,26 @@ def _model(rng, cell, label, condition, *, member_shift, copies, distance, class
     return scores, matches
 
 
-def _grid(seed=0, shifts=(0.0,)):
+def _grid(seed=0, shifts=(0.0,), planted=True):
     """Two worlds x guidance 1 / 7.5 x LoRA and textual inversion x 6 domains (x non-member ``shifts``).
     Planted: in the duplicated world at g = 1, S2L copies the 32x member 12 times in 40 (target and controls 2)
     and strengthens the loss attack; at g = 7.5 it copies nothing and its generations lie 0.3 further away; the
     i.i.d. world copies nothing. With shifted non-members, S2L at g = 7.5 separates members far more than its
-    control, so S2L's effect rises with the shift there and only there."""
+    control, so S2L's effect rises with the shift there and only there. Without ``planted``, S2L is its control.
+    Two seeds per domain."""
     rng = np.random.default_rng(seed)
     scores, matches = [], []
     for world, shift, g in itertools.product((regimes.DUPLICATED, regimes.IID), shifts, (1.0, 7.5)):
         duplicated = world == regimes.DUPLICATED
-        for method in ("lora", "textual_inversion"):
-                for domain in DOMAINS:
-                    label = {"method": method, "domain": domain, "seed": 0, "world": world,
+        for method, domain, seed_ in itertools.product(("lora", "textual_inversion"), DOMAINS, (0, 1)):
+                    label = {"method": method, "domain": domain, "seed": seed_, "world": world,
                              "nonmember_shift": shift, "sp_guidance": g}
-                    cell = f"{world}-{shift}-{g}-{method}-{domain}"
+                    cell = f"{world}-{shift}-{g}-{method}-{domain}-{seed_}"
                     base = dict(member_shift=1.0, copies=2 * duplicated, distance=0.5,
                                 classes="1,32" if duplicated else "1")
                     s2l = dict(base, member_shift=3.0 if g == 1 else 1.0 + 10 * shift,
                                copies=(12 if g == 1 else 0) * duplicated, distance=0.5 if g == 1 else 0.8)
+                    s2l = s2l if planted else base
                     for condition, kind in ((experiment.BEFORE, base), ("s2l", s2l),
                                             (experiment.control_of(method), base)):
                         s, m = _model(rng, cell, label, condition, **kind)
@@ -103,50 +106,110 @@ def test_the_guidance_contrast_is_paired_and_pooled_over_methods(analysed):
     # lowers g = 1's median, never 7.5's (no copies): the paired contrast is 0.3 and never below it
     pooled = drift.loc[experiment.ALL_METHODS]
     assert pooled["delta"] == pytest.approx(0.3) and pooled["lo"] == pytest.approx(0.3) and pooled["hi"] > 0.3
-    assert drift["cells"].tolist() == [6, 6, 12] and (drift["domains"] == 6).all()
+    # per method, over both methods, and over the weight methods only (LoRA here): each cell is a domain x seed
+    assert drift["cells"].to_dict() == {"lora": 12, "textual_inversion": 12, experiment.ALL_METHODS: 24,
+                                        regimes.WEIGHT_METHODS: 12}
+    assert (drift["domains"] == 6).all()
+
+
+def test_each_regime_summary_says_how_many_domains_agree(analysed):
+    _, _, summary, _ = analysed
+    row = summary[(summary["metric"] == regimes.HEAVIEST) & (summary["comparison"] == experiment.EFFECT)
+                  & (summary["sp_guidance"] == 1.0) & (summary["method"] == "lora")].iloc[0]
+    assert (row["domains_up"], row["domains_down"]) == (6, 0)  # every domain copies 10 more after S2L
 
 
 def test_the_hypotheses_follow_their_preregistered_rules(analysed):
     scores, _, summary, guidance = analysed
     h1 = regimes.h1_memorisation(summary)
     assert h1["verdict"] == "confirmed" and "g = 1: lora +10.000" in h1["evidence"]
-    h2 = regimes.h2_drift(summary, guidance)
+    assert "The target copies 2.000 32x members per cell" in h1["evidence"]
+    h2 = regimes.h2_drift(guidance)
     assert h2["verdict"] == "confirmed" and "+0.300 [+0.300, +0.300]" in h2["evidence"]
-    # without the i.i.d. world H1 cannot be confirmed; with copies falling everywhere it is refuted
+    # without the i.i.d. world H1 cannot be confirmed
     assert regimes.h1_memorisation(summary[summary["world"] == regimes.DUPLICATED])["verdict"].startswith("not shown")
-    falling = summary.assign(delta=-summary["delta"].abs(), lo=-summary["hi"].abs() - 1, hi=-summary["lo"].abs(),
-                             verdict="down")
-    assert regimes.h1_memorisation(falling)["verdict"] == "refuted"
     blind = regimes.blind_by_world(scores, n_bootstrap=200)
     assert sorted(blind["world"]) == sorted([regimes.DUPLICATED, regimes.IID])
-    h3 = regimes.h3_shift(blind, pd.DataFrame())
+    h3 = regimes.h3_shift(summary, blind, pd.DataFrame())
     assert h3["verdict"] == "pending" and "i.i.d. shift 0" in h3["evidence"]
+
+
+def _heaviest_effects(summary, **values):
+    rows = (summary["metric"] == regimes.HEAVIEST) & (summary["comparison"] == experiment.EFFECT)
+    out = summary.copy()
+    for column, value in values.items():
+        out.loc[rows, column] = value
+    return out
+
+
+def test_h1_is_refuted_only_below_its_margin_and_needs_a_target_that_copies(analysed):
+    _, _, summary, _ = analysed
+    below = _heaviest_effects(summary, delta=-0.1, lo=-0.5, hi=0.2, verdict="no change")
+    assert regimes.h1_memorisation(below)["verdict"] == "refuted"
+    wide = _heaviest_effects(summary, delta=-0.1, lo=-0.5, hi=0.3, verdict="no change")  # a CI reaching +0.3
+    assert regimes.h1_memorisation(wide)["verdict"] == "not shown"
+    silent = summary.copy()
+    silent.loc[silent["metric"] == regimes.HEAVIEST, "before"] = 0.0
+    assert regimes.h1_memorisation(silent)["verdict"].startswith("not testable")
+
+
+def test_h2_reads_a_ci_around_zero_under_both_rules_and_checks_that_s2l_is_not_smaller_at_g1(analysed):
+    _, effects, _, guidance = analysed
+    assert regimes.h2_drift(regimes.contrasts(effects, "sp_guidance", 1.0, 7.5))["verdict"] == "refuted"
+    drift = (guidance["metric"] == "nearest_median") & (guidance["comparison"] == experiment.EFFECT)
+    around = guidance.copy()
+    around.loc[drift, ["lo", "hi"]] = [-0.1, 0.1]
+    assert regimes.h2_drift(around)["verdict"] == regimes.AROUND_ZERO
+    larger_at_75 = guidance.copy()
+    copies = (guidance["metric"] == regimes.HEAVIEST) & (guidance["comparison"] == experiment.EFFECT)
+    larger_at_75.loc[copies, ["delta", "lo", "hi"]] = [1.0, 0.5, 1.5]
+    duplicated = larger_at_75[larger_at_75["world"] == regimes.DUPLICATED]  # (the i.i.d. world has no 32x class)
+    assert regimes.h2_drift(duplicated)["verdict"].startswith("not shown (drift ordered")
+    assert regimes.h2_drift(larger_at_75)["verdict"] == "not shown (the worlds disagree)"
 
 
 def test_the_shift_hypothesis_pairs_each_cell_with_its_iid_twin():
     scores, matches = _grid(shifts=(0.0, 0.5))
-    effects = regimes.effects(scores, matches, n_bootstrap=400)
+    effects = regimes.effects(scores, matches, n_bootstrap=1000)
+    summary = regimes.summary(effects)
     shift = regimes.contrasts(effects, "nonmember_shift", 0.5, 0.0)
     loss = shift[(shift["attack"] == "loss") & (shift["metric"] == stats.STRENGTH)
                  & (shift["comparison"] == experiment.EFFECT) & (shift["method"] == experiment.ALL_METHODS)]
     at = loss.set_index(["world", "sp_guidance"])
     assert at.loc[(regimes.DUPLICATED, 7.5), "lo"] > 0
     assert at.loc[(regimes.DUPLICATED, 1.0), "lo"] < 0 < at.loc[(regimes.DUPLICATED, 1.0), "hi"]
-    blind = regimes.blind_by_world(scores, n_bootstrap=200)
-    assert len(blind) == 4 and set(blind["nonmember_shift"]) == {0.0, 0.5}
-    h3 = regimes.h3_shift(blind, shift)
-    # S2L's effect rises with the shift at g = 7.5, but the blind baseline (scored on the same constructed
-    # images in both worlds) cannot see a shift: the rule needs both, so H3 is not shown, nor refuted
-    assert h3["verdict"] == "not shown" and "above 0" in h3["evidence"]
+    blind = regimes.blind_by_world(scores, n_bootstrap=200).set_index(["world", "nonmember_shift"])
+    assert (blind.xs(0.5, level=1)["lo"] > 0.5).all() and (blind.xs(0.0, level=1)["lo"] < 0.5).all()
+    h3 = regimes.h3_shift(summary, blind.reset_index(), shift)
+    # S2L at g = 7.5 separates members far better than its control only with shifted non-members
+    assert h3["verdict"] == "confirmed" and "g = 7.5 lora loss" in h3["evidence"]
     flat = shift.assign(lo=-1.0, hi=1.0)
-    assert regimes.h3_shift(blind, flat)["verdict"] == "refuted"
+    assert regimes.h3_shift(summary, blind.reset_index(), flat)["verdict"] == regimes.AROUND_ZERO
 
 
-def test_the_drift_hypothesis_is_refuted_when_guidance_does_not_order_the_drift(analysed):
-    _, effects, summary, _ = analysed
-    reversed_ = regimes.contrasts(effects, "sp_guidance", 1.0, 7.5)
-    reversed_["contrast"] = "sp_guidance 7.5 - 1.0"
-    assert regimes.h2_drift(summary, reversed_)["verdict"] == "refuted"
+def test_nothing_is_confirmed_when_s2l_is_its_control():
+    scores, matches = _grid(shifts=(0.0, 0.5), planted=False)
+    effects = regimes.effects(scores, matches, n_bootstrap=1000)
+    summary = regimes.summary(effects)
+    verdicts = [regimes.h1_memorisation(summary), regimes.h2_drift(regimes.contrasts(effects, "sp_guidance", 7.5, 1.0)),
+                regimes.h3_shift(summary, regimes.blind_by_world(scores, 200),
+                                 regimes.contrasts(effects, "nonmember_shift", 0.5, 0.0))]
+    assert [v["verdict"] for v in verdicts] != [] and not any(v["verdict"] == "confirmed" for v in verdicts)
+    assert verdicts[0]["verdict"] == "refuted"  # S2L equals its control: no copies gained, CIs at 0
+
+
+def test_the_zero_knowledge_shake_judges_each_family_against_the_target(analysed):
+    _, _, summary, _ = analysed
+    shaken = summary[(summary["world"] == regimes.DUPLICATED) & (summary["sp_guidance"] == 1.0)]
+    verdict = regimes.zero_knowledge(shaken)
+    assert verdict["verdict"] == "MIA strength: yes; 32x copies: yes" and "exploratory" in verdict["hypothesis"]
+    assert "lora 32x copies +10.000" in verdict["evidence"]
+
+
+def test_the_draws_needed_let_the_largest_family_pass_holm():
+    table = pd.DataFrame({"comparison": ["e"] * 5, "metric": ["advantage"] * 3 + ["nearest_median", "auc"],
+                          "p_adjusted": [0.1, 0.2, 0.3, 0.4, np.nan]})
+    assert regimes.draws_needed(table) == 120  # 3 verdicts: 2 / (draws + 1) < 0.05 / 3
 
 
 def test_the_regime_figure_has_a_row_per_world_and_a_column_per_panel(analysed):
