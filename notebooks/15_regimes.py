@@ -34,10 +34,11 @@
 # 1, each cell under the three conditions (S2L, cross-domain, real non-member), with every MIA, the blind
 # baseline, extraction per duplication class and the drift of the generations (notebook 11's cells).
 #
-# **Shards.** The grid is run world by world, one sweep file per world (`sweeps/regimes_*.yaml`, about 2 hours
-# each on 2 cores); a finished shard's raw scores and matches are published to `data/results/regimes/` and
-# committed with the commit that produced them (`make regimes SHARDS=...`). This notebook reads whatever shards
-# are published; a hypothesis whose shard is missing reads "pending".
+# **Shards.** The grid is run in eight shards, two per world (LoRA + DreamBooth, textual inversion +
+# DreamBooth+LoRA; `sweeps/regimes_*.yaml`, about 80 minutes each on 2 cores); a finished shard's raw scores and
+# matches are published to `data/results/regimes/` and committed with the commit that produced them (`make regimes
+# SHARDS=...`). This notebook reads whatever shards are published; a hypothesis whose world is missing reads
+# "pending", and the verdicts are marked interim until all eight are in.
 #
 # **Statistics.** As in 11: the cluster bootstrap (domains, then images and generations), the S2L effect against
 # each method's own control, token methods bracketed. Holm runs within each comparison x metric family over

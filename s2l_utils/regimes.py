@@ -1,8 +1,8 @@
 """The regime study (issue 13): where S2L's effect shows in the miniature, where it does not, and why.
 
 The grid is a set of *shards*, one sweep file each (``sweeps/regimes_*.yaml``): a world (members duplicated or not,
-non-members shifted or not) over SP guidance x methods x every private domain x seeds, each cell with its three
-conditions. A finished shard is *published*: its collected raw scores and extraction matches are copied to
+non-members shifted or not) and two of the methods, over SP guidance x every private domain x seeds, each cell with
+its three conditions. A finished shard is *published*: its collected raw scores and extraction matches are copied to
 ``data/results/regimes/<shard>.parquet`` (``publish``; ``python -m s2l_utils.regimes publish <sweep>``), committed
 with the commit that produced them, so the study goes on from what is committed, shard by shard. Notebook 15 reads
 every published shard (``load``) and judges the pre-registered hypotheses (``data/results/regimes/
@@ -31,7 +31,9 @@ from . import experiment, finetune, paths, report, stats, sweep
 from .config import ConfigError
 from .notebook import PARAMS_FILE, write_json
 
-SHARDS = ("regimes_duplicated", "regimes_iid", "regimes_duplicated_shift", "regimes_iid_shift")
+WORLDS = ("regimes_duplicated", "regimes_iid", "regimes_duplicated_shift", "regimes_iid_shift")
+# each world in two shards of 6 points (about 80 minutes each on 2 cores), so that a session can finish and commit one
+SHARDS = tuple(f"{world}_{part}" for world in WORLDS for part in ("lora_dreambooth", "ti_dblora"))
 ZERO_KNOWLEDGE = "regimes_zero_knowledge"
 DUPLICATED, IID = "duplicated", "i.i.d."
 REGIME = ("world", "nonmember_shift", "sp_guidance")

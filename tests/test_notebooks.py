@@ -10,7 +10,7 @@ from s2l_utils import paths, regimes, run, sweep
 from s2l_utils.config import ConfigError
 
 pytestmark = pytest.mark.notebooks
-SMOKE_SHARD = Path(__file__).parent / "sweeps" / "regimes_duplicated.yaml"
+SMOKE_SHARD = Path(__file__).parent / "sweeps" / "regimes_duplicated_lora_dreambooth.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +144,10 @@ def test_the_regime_notebook_reads_the_published_shard_and_judges_every_hypothes
     assert "(too few draws: 50 < " in hypotheses["H1 memorisation"]  # smoke: 50 draws, no Holm verdict possible
     assert hypotheses["H1 memorisation"] != "pending" and hypotheses["H2 drift"] != "pending"
     record = json.loads((paths.data_dir() / "results" / "regimes" / regimes.SHARDS_FILE).read_text())
-    shard = record["regimes_duplicated"]
+    shard = record["regimes_duplicated_lora_dreambooth"]
     assert shard["cells"] == 2 and shard["finetuned_models"] == 4 and shard["model_seconds"] > 0  # s2l + control
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["shards"] == ["regimes_duplicated"] and metrics["draws_needed"] > 50
+    assert metrics["shards"] == ["regimes_duplicated_lora_dreambooth"] and metrics["draws_needed"] > 50
     assert "| H2 drift |" in (folder / "regimes.md").read_text()
     assert (Path(os.environ["S2L_FIGURES_DIR"]) / "smoke" / "regimes_effects.png").is_file()
 
@@ -193,9 +193,6 @@ def test_a_failing_notebook_is_kept_aside_and_leaves_no_finished_folder(tmp_path
 def test_overrides_reach_the_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("S2L_RUNS_DIR", str(tmp_path))
     (folder,) = run.run("smoke", ["00"], {"private_domains": 2, "public_domains": 1})
-    record = json.loads((paths.data_dir() / "results" / "regimes" / regimes.SHARDS_FILE).read_text())
-    shard = record["regimes_duplicated"]
-    assert shard["cells"] == 2 and shard["finetuned_models"] == 4 and shard["model_seconds"] > 0  # s2l + control
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["n_private_domains"] == 2 and metrics["n_public_domains"] == 1
     assert json.loads((folder / "params.json").read_text())["params"]["private_domains"] == 2

@@ -179,16 +179,18 @@ def test_shipped_sweeps_load_and_cover_their_profiles_cells(path):
 
 
 def test_the_regime_shards_are_the_studys_and_differ_only_in_their_world():
-    """Notebook 15 reads the shards by name, and its contrasts pair cells across shards: every grid shard runs the
-    same methods x guidance x seeds x conditions, in its own world."""
+    """Notebook 15 reads the shards by name, and its contrasts pair cells across shards: every world runs the same
+    methods x guidance x seeds x conditions, split in two shards by method."""
     from s2l_utils import regimes
 
     assert sorted(p.stem for p in REGIME_SHARDS) == sorted([*regimes.SHARDS, regimes.ZERO_KNOWLEDGE])
     grids = {p.stem: sweep.load_sweep(p) for p in REGIME_SHARDS if p.stem in regimes.SHARDS}
-    worlds = set()
+    worlds = {}
     for name, loaded in grids.items():
-        assert loaded.grid == grids["regimes_duplicated"].grid and len(loaded.points()) == 12, name
+        assert loaded.grid["sp_guidance"] == [1.0, 3.0, 7.5] and len(loaded.points()) == 6, name
         fixed = dict(loaded.fixed)
-        worlds.add((tuple(fixed.pop("member_duplicates")), fixed.pop("nonmember_shift")))
+        world = (tuple(fixed.pop("member_duplicates")), fixed.pop("nonmember_shift"))
+        worlds.setdefault(world, []).extend(m for [m] in loaded.grid["methods"])
         assert fixed == {"seeds": [0, 1], "conditions": ["s2l", "cross_domain", "real_nonmember"]}, name
-    assert worlds == {((32, 16, 8, 4), 0.0), ((), 0.0), ((32, 16, 8, 4), 0.5), ((), 0.5)}
+    assert set(worlds) == {((32, 16, 8, 4), 0.0), ((), 0.0), ((32, 16, 8, 4), 0.5), ((), 0.5)}
+    assert all(sorted(m) == ["dreambooth", "dreambooth_lora", "lora", "textual_inversion"] for m in worlds.values())
