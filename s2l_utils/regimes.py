@@ -220,8 +220,8 @@ def figure_panels(summary_table: pd.DataFrame, comparison: str = experiment.EFFE
               | ((rows["world"] == IID) & (rows["metric"] == "own_copies")))
     panels = {f"MIA {attack}: Δ |AUC − 0.5|": rows[(rows["attack"] == attack) & (rows["metric"] == stats.STRENGTH)]
               for attack in MIA_ATTACKS}
-    panels["extraction: Δ copies per cell (32x members; all, i.i.d.)"] = rows[copies]
-    panels["drift: Δ median nearest distance (+ = away)"] = rows[rows["metric"] == "nearest_median"]
+    panels["Δ copies / cell (32x; i.i.d.: all)"] = rows[copies]
+    panels["drift: Δ median nearest (+ = away)"] = rows[rows["metric"] == "nearest_median"]
     columns = ["regime", "x", "method", "delta", "lo", "hi", "verdict"]
     return {title: _bracket_verdicts(panel, summary_table)[columns] for title, panel in panels.items() if len(panel)}
 
