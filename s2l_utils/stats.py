@@ -256,6 +256,21 @@ def contrast(estimates: Estimates, column: str, high, low, pair_on: list[str]) -
     return Estimates(out, estimates.draws[pair["at"]] - estimates.draws[pair["at_low"]])
 
 
+def sign_flip_p(domain_means: np.ndarray) -> np.ndarray:
+    """Exact two-sided sign-flip p-values over domains, one per row of ``domain_means`` (groups x domains; NaN
+    where a group lacks a domain): the share of the 2^K sign assignments whose |sum| reaches the observed one.
+    It treats the domain as the unit and needs no resampling, so with K domains it cannot go below 2 / 2^K: a
+    check on the cluster bootstrap's p-values, which also lean on the resampling within each domain."""
+    values = np.nan_to_num(np.asarray(domain_means, float))  # a missing domain adds 0 under every sign
+    k = values.shape[1]
+    if k > 16:
+        raise ValueError(f"the exact sign-flip test enumerates 2^K sign vectors; K = {k} is too many")
+    signs = 1 - 2 * ((np.arange(2 ** k)[:, None] >> np.arange(k)) & 1)  # (2^K, K) of +1 / -1
+    observed = np.abs(values.sum(1))
+    flipped = np.abs(values @ signs.T)  # (groups, 2^K)
+    return (flipped >= observed[:, None] - 1e-12).mean(1)
+
+
 def combine(estimates: Estimates, by: list[str], seed: int = 0, means: tuple[str, ...] = ()) -> pd.DataFrame:
     """The mean over cells of each group of ``by``, with a cluster-bootstrap 95% CI and two-sided p-value:
     columns ``by``, value, lo, hi, p, cells, domains, draws, and the mean of each column in ``means``."""

@@ -117,6 +117,7 @@ def test_each_regime_summary_says_how_many_domains_agree(analysed):
     row = summary[(summary["metric"] == regimes.HEAVIEST) & (summary["comparison"] == experiment.EFFECT)
                   & (summary["sp_guidance"] == 1.0) & (summary["method"] == "lora")].iloc[0]
     assert (row["domains_up"], row["domains_down"]) == (6, 0)  # every domain copies 10 more after S2L
+    assert row["p_sign_flip"] == pytest.approx(2 / 64)  # the floor for 6 domains
 
 
 def test_the_hypotheses_follow_their_preregistered_rules(analysed):
@@ -229,3 +230,12 @@ def test_only_a_finished_shard_is_published(tmp_path):
     assert not (tmp_path / "results").exists()
     with pytest.raises(FileNotFoundError, match="no published shard"):
         regimes.load(tmp_path)
+
+
+def test_the_sign_flip_test_is_exact_over_the_domains():
+    # all 3 domains positive: only the all-plus and all-minus assignments reach |sum| = 6 of 8
+    assert stats.sign_flip_p(np.array([[1.0, 2.0, 3.0]]))[0] == pytest.approx(2 / 8)
+    # a missing domain (NaN) counts as 0; a zero effect gives p = 1
+    assert stats.sign_flip_p(np.array([[1.0, np.nan, 3.0], [0.0, 0.0, 0.0]])).tolist() == pytest.approx([0.5, 1.0])
+    # 8 agreeing domains: 2/256, the floor no domain-level test can pass
+    assert stats.sign_flip_p(np.ones((1, 8)))[0] == pytest.approx(2 / 256)
