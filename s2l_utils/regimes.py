@@ -232,13 +232,10 @@ def figure_panels(summary_table: pd.DataFrame, comparison: str = experiment.EFFE
 
 
 def _bracket_verdicts(rows: pd.DataFrame, summary_table: pd.DataFrame) -> pd.DataFrame:
-    """``rows`` (S2L effects) with a token method's verdict kept only where its after − before agrees."""
+    """``rows`` (S2L effects) with each verdict replaced by its bracketed one (``bracketed_each``)."""
     keys = [*REGIME, "method", "attack", "metric"]
-    after = summary_table.loc[summary_table["comparison"] == experiment.AFTER, [*keys, "verdict"]]
-    merged = rows.merge(after.rename(columns={"verdict": "after_verdict"}), on=keys, how="left")
-    token = merged["method"].map(_is_token).astype(bool)
-    merged["verdict"] = merged["verdict"].where(~token | (merged["verdict"] == merged["after_verdict"]), "no change")
-    return merged
+    judged = bracketed_each(summary_table[summary_table["metric"].isin(set(rows["metric"]))])
+    return rows.drop(columns="verdict").merge(judged[[*keys, "verdict"]], on=keys, how="left")
 
 
 def _is_token(method: str) -> bool:
@@ -376,7 +373,7 @@ def h3_shift(summary_table: pd.DataFrame, blind_auc: pd.DataFrame, shift: pd.Dat
         return _verdict("H3 shift", "pending", f"blind AUC {blind_text}; no shifted shard published yet")
     blind_ok = all((r["lo"] > 0.5) == (r["nonmember_shift"] > 0) for _, r in blind_auc.iterrows())
     strength = summary_table[summary_table["metric"] == stats.STRENGTH]
-    up = _bracketed_by_attack(strength).pivot_table(index=["world", "sp_guidance", "method", "attack"], columns="nonmember_shift",
+    up = bracketed_each(strength).pivot_table(index=["world", "sp_guidance", "method", "attack"], columns="nonmember_shift",
                             values="verdict", aggfunc="first")
     contrast = shift[(shift["metric"] == stats.STRENGTH) & (shift["comparison"] == experiment.EFFECT)
                      & ~shift["method"].isin([experiment.ALL_METHODS, WEIGHT_METHODS])]
@@ -395,9 +392,10 @@ def h3_shift(summary_table: pd.DataFrame, blind_auc: pd.DataFrame, shift: pd.Dat
     return _verdict("H3 shift", "not shown", evidence + ".")
 
 
-def _bracketed_by_attack(strength: pd.DataFrame) -> pd.DataFrame:
-    """``bracketed`` for each attack of MIA-strength rows (columns: the regime, method, attack and verdict)."""
-    return pd.concat([bracketed(rows).assign(attack=attack) for attack, rows in strength.groupby("attack")],
+def bracketed_each(summary_rows: pd.DataFrame) -> pd.DataFrame:
+    """``bracketed`` for every attack and metric of ``summary_rows``, with attack and metric as columns."""
+    return pd.concat([bracketed(rows).assign(attack=attack, metric=metric)
+                      for (attack, metric), rows in summary_rows.groupby(["attack", "metric"], sort=False)],
                      ignore_index=True)
 
 

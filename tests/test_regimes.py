@@ -220,6 +220,13 @@ def test_the_regime_figure_has_a_row_per_world_and_a_column_per_panel(analysed):
                                     for p in panels.values())
     fig = plots.regime_grid(panels)
     assert fig.axes[0].get_title().startswith("MIA loss") and len(fig.axes) == 2 * 3
+    # a token method's marker is filled only when both ends of its bracket agree
+    after_flat = summary.copy()
+    token_after = (after_flat["method"] == "textual_inversion") & (after_flat["comparison"] == experiment.AFTER)
+    after_flat.loc[token_after, "verdict"] = "no change"
+    copies = next(p for title, p in regimes.figure_panels(after_flat).items() if "copies" in title)
+    at = copies[copies["regime"] == "duplicated, shift 0"].set_index(["x", "method"])["verdict"]
+    assert (at[1.0, "lora"], at[1.0, "textual_inversion"]) == ("up", "no change")
 
 
 def test_only_a_finished_shard_is_published(tmp_path):
