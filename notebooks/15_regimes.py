@@ -171,7 +171,7 @@ except FileNotFoundError as missing:
 # %%
 hypotheses = pd.DataFrame([
     regimes.h1_memorisation(summary),
-    regimes.h2_drift(guidance),
+    regimes.h2_drift(summary, guidance),
     regimes.h3_shift(summary, blind_auc, shift),
     regimes.not_run("H4 capacity", "the wider target runs only after the main grid (pre-registered); not yet"),
     regimes.zero_knowledge(zero) if zero is not None else regimes.not_run("zero-knowledge shake", "shard pending"),

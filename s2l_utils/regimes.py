@@ -43,6 +43,9 @@ MIA_ATTACKS = ("loss", "secmi_ldm", "pia")  # the attacks the figure and the pap
 SHARDS_FILE = "shards.json"
 WEIGHT_METHODS = "weight methods"  # a contrast pooled over the methods that change weights (no token)
 H1_MARGIN = 0.25  # copies per cell: a quarter of the target's own 32x rate (pre-registered refutation bound)
+# domains in which the target must copy for a copies verdict: with fewer, the cluster bootstrap leaves them all out
+# of many draws (one domain: (7/8)^8, a third), so every CI reaches 0 and "refuted" or "not smaller" is forced
+MIN_COPYING_DOMAINS = 3
 
 
 # where the analysis departs from data/results/regimes/preregistration.md, and why (stated wherever verdicts are)
@@ -59,6 +62,9 @@ DEVIATIONS = (
     "Where a hypothesis's own refutation rule (\"CI around 0\") and the shared rule (the opposite verdict, or CIs "
     "that exclude the predicted size) disagree, the verdict gives both.",
     "The zero-knowledge shake (issue 13, item 3) is exploratory: the pre-registration does not name it.",
+    f"Copies are judged only where the target copies in at least {MIN_COPYING_DOMAINS} domains: with fewer, every "
+    "bootstrap CI of a copies effect reaches 0 by construction, so H1 is \"not testable\" and H2's copies term is "
+    "left out (both state it).",
 )
 CAVEAT = ("With 8 domains, no test that treats the domain as the unit can give a p-value below 2/256, so a verdict "
           "that survives Holm over a family of hundreds rests on all domains agreeing and on the within-domain "
@@ -171,13 +177,17 @@ def summary(cell_effects: stats.Estimates, seed: int = 0, correction: str = "hol
 
 def domain_signs(estimates: stats.Estimates, by: list[str]) -> pd.DataFrame:
     """Per group of ``by``: how many domains' mean estimate lies above 0 (``domains_up``) and below it
-    (``domains_down``), and the exact sign-flip p-value over the domains (``p_sign_flip``, ``stats.sign_flip_p``).
+    (``domains_down``), in how many the reference is non-zero (``domains_reference``, e.g. where the target
+    copies), and the exact sign-flip p-value over the domains (``p_sign_flip``, ``stats.sign_flip_p``).
     With 8 domains no test that treats the domain as the unit can give a two-sided p below 2/256, so a verdict
     that survives Holm over a large family rests on every domain agreeing and on the within-domain resampling:
     these columns show how far the domains agree."""
-    means = estimates.rows.groupby([*by, "domain"], sort=False, dropna=False)["value"].mean().reset_index()
-    counts = means.assign(domains_up=means["value"] > 0, domains_down=means["value"] < 0).groupby(
-        by, sort=False, dropna=False)[["domains_up", "domains_down"]].sum().reset_index()
+    columns = ["value", *(["reference_value"] if "reference_value" in estimates.rows else [])]
+    means = estimates.rows.groupby([*by, "domain"], sort=False, dropna=False)[columns].mean().reset_index()
+    flags = {"domains_up": means["value"] > 0, "domains_down": means["value"] < 0}
+    if "reference_value" in means:
+        flags["domains_reference"] = means["reference_value"].fillna(0) != 0
+    counts = means.assign(**flags).groupby(by, sort=False, dropna=False)[list(flags)].sum().reset_index()
     wide = means.pivot_table(index=by, columns="domain", values="value", dropna=False, sort=False)
     flips = wide.index.to_frame(index=False).assign(p_sign_flip=stats.sign_flip_p(wide.to_numpy()))
     return counts.merge(flips, on=by, how="left")
@@ -200,8 +210,8 @@ def contrasts(cell_effects: stats.Estimates, column: str, high, low, seed: int =
     weights = ~diff.rows["method"].map(_is_token).to_numpy(bool)
     pooled = [stats.Estimates(diff.rows.assign(method=experiment.ALL_METHODS), diff.draws),
               stats.Estimates(diff.rows[weights].assign(method=WEIGHT_METHODS), diff.draws[weights])]
-    table = pd.concat([stats.combine(part, by, seed) for part in (diff, *pooled) if len(part.rows)],
-                      ignore_index=True)
+    table = pd.concat([stats.combine(part, by, seed).merge(domain_signs(part, by), on=by, how="left")
+                       for part in (diff, *pooled) if len(part.rows)], ignore_index=True)
     return table.assign(contrast=f"{column} {high} - {low}").rename(columns={"value": "delta"})
 
 
@@ -287,25 +297,36 @@ def _refutation(lo: float, hi: float) -> str:
     return "refuted" if hi < 0 else AROUND_ZERO
 
 
+def copying_domains(summary_table: pd.DataFrame) -> int:
+    """In how many domains the target copies its 32x members (the most in any regime of the duplicated world)."""
+    rows = _select(summary_table, DUPLICATED, attack=stats.EXTRACTION, metric=HEAVIEST,
+                   comparison=experiment.AFTER)
+    return int(rows["domains_reference"].max()) if len(rows) and "domains_reference" in rows else 0
+
+
 def h1_memorisation(summary_table: pd.DataFrame) -> dict:
     """H1: where the target copies the 32x members, S2L raises those copies in the duplicated world (some method
-    x guidance with a Holm-surviving "up", bracketed for token methods), and nothing rises in the i.i.d. world;
-    refuted when every duplicated-world effect is "down" or "no change" with its CI below ``H1_MARGIN`` copies
-    per cell. Not testable where the target copies no 32x member."""
+    x guidance with a Holm-surviving "up", bracketed for token methods), and nothing rises in the i.i.d. world
+    (bracketed too); refuted when every duplicated-world effect is "down" or "no change" with its CI below
+    ``H1_MARGIN`` copies per cell. Not testable where the target copies in fewer than ``MIN_COPYING_DOMAINS``
+    domains: then every CI reaches 0 by construction."""
     rows = _select(summary_table, DUPLICATED, attack=stats.EXTRACTION, metric=HEAVIEST)
     dup = bracketed(rows)
     if dup.empty:
         return _verdict("H1 memorisation", "pending", "the duplicated world's shard is not published yet")
     rate = rows.loc[rows["comparison"] == experiment.AFTER, "before"].mean()
+    copying = copying_domains(summary_table)
     per_guidance = "; ".join(f"g = {g:g}: {_rows_text(part)}" for g, part in dup.groupby("sp_guidance"))
-    iid = _select(summary_table, IID, attack=stats.EXTRACTION, metric="own_copies")
-    iid = iid[iid["comparison"].isin([experiment.AFTER, experiment.EFFECT])]
-    iid_text = (f" I.i.d. world, own copies: {int((iid['verdict'] == 'up').sum())} up of {len(iid)} (after − before "
-                f"and S2L effect, every method x guidance)." if len(iid) else " The i.i.d. shard is not published.")
-    evidence = (f"The target copies {rate:.3f} 32x members per cell. S2L effect on those copies (duplicated world): "
-                f"{per_guidance}.{iid_text}")
-    if not rate > 0:
-        return _verdict("H1 memorisation", "not testable (the target copies no 32x member)", evidence)
+    iid = bracketed(_select(summary_table, IID, attack=stats.EXTRACTION, metric="own_copies"))
+    iid_text = (f" I.i.d. world, own copies: {int((iid['verdict'] == 'up').sum())} up of {len(iid)} (bracketed S2L "
+                f"effects, every method x guidance)." if len(iid) else " The i.i.d. world is not published yet.")
+    evidence = (f"The target copies {rate:.3f} 32x members per cell, in {copying} of 8 domains. S2L effect on "
+                f"those copies (duplicated world): {per_guidance}.{iid_text}")
+    if pd.isna(rate):
+        return _verdict("H1 memorisation", "not testable (the target's copy rate is unknown)", evidence)
+    if copying < MIN_COPYING_DOMAINS:
+        return _verdict("H1 memorisation", f"not testable (the target copies in {copying} of 8 domains; a verdict "
+                                           f"needs {MIN_COPYING_DOMAINS})", evidence)
     if (dup["verdict"] == "up").any():
         if iid.empty:
             return _verdict("H1 memorisation", "not shown (i.i.d. world pending)", evidence)
@@ -318,16 +339,17 @@ def h1_memorisation(summary_table: pd.DataFrame) -> dict:
     return _verdict("H1 memorisation", "not shown", evidence)
 
 
-def h2_drift(guidance: pd.DataFrame) -> dict:
+def h2_drift(summary_table: pd.DataFrame, guidance: pd.DataFrame) -> dict:
     """H2, from the guidance contrast (the per-cell effect at 7.5 minus that at 1), pooled over the weight
     methods (a token method's control does not depend on the guidance; it is shown apart): confirmed when the
-    S2L effect on the median nearest distance rises with guidance (CI above 0) and S2L's effect on 32x copies and
-    on MIA strength is not smaller at 1 than at 7.5 (no such contrast's CI wholly above 0); refuted by its own
-    rule when the drift contrast's CI is around or below 0 (``_refutation``)."""
+    S2L effect on the median nearest distance rises with guidance (CI above 0) and S2L's effect on MIA strength
+    and on 32x copies (only where the target copies in ``MIN_COPYING_DOMAINS`` domains) is not smaller at 1 than
+    at 7.5 (no such contrast's CI wholly above 0); refuted by its own rule when the drift contrast's CI is
+    around or below 0 (``_refutation``); not shown when it is undefined."""
     if guidance.empty:
         return _verdict("H2 drift", "pending", "needs SP guidance 1 and 7.5 in a published shard")
     unshifted = guidance[guidance["nonmember_shift"] == 0.0]
-
+    judge_copies = copying_domains(summary_table) >= MIN_COPYING_DOMAINS
     parts, verdicts = [], []
     for world in dict.fromkeys(unshifted["world"]):
         def of(method, comparison, metric, rows=unshifted[unshifted["world"] == world]):
@@ -339,8 +361,11 @@ def h2_drift(guidance: pd.DataFrame) -> dict:
         row = drift.iloc[0]
         copies = of(WEIGHT_METHODS, experiment.EFFECT, HEAVIEST)
         mia = of(WEIGHT_METHODS, experiment.EFFECT, stats.STRENGTH)
-        smaller_at_1 = [f"{r['attack']} {r['metric']}" for _, r in pd.concat([copies, mia]).iterrows() if r["lo"] > 0]
-        if row["lo"] > 0:
+        judged = pd.concat([copies, mia]) if judge_copies else mia
+        smaller_at_1 = [f"{r['attack']} {r['metric']}" for _, r in judged.iterrows() if r["lo"] > 0]
+        if pd.isna(row["lo"]) or pd.isna(row["hi"]):
+            verdicts.append("not shown (the drift contrast is undefined)")
+        elif row["lo"] > 0:
             verdicts.append("not shown (drift ordered, but S2L's effect is smaller at g = 1)" if smaller_at_1
                             else "confirmed")
         else:
@@ -350,9 +375,11 @@ def h2_drift(guidance: pd.DataFrame) -> dict:
                                          & unshifted["method"].map(_is_token)].iterrows()]
         parts.append(
             f"{world} world, weight methods, contrast 7.5 − 1 of the S2L effect on the median nearest distance: "
-            f"{_ci(row['delta'], row['lo'], row['hi'])} ({int(row['domains'])} domains)"
+            f"{_ci(row['delta'], row['lo'], row['hi'])} (up in {int(row['domains_up'])} of {int(row['domains'])} "
+            f"domains, sign-flip p {row['p_sign_flip']:.3f})"
             + "".join(f"; of after − before: {_ci(r['delta'], r['lo'], r['hi'])}" for _, r in after.iterrows())
-            + "".join(f"; on 32x copies {_ci(r['delta'], r['lo'], r['hi'])}" for _, r in copies.iterrows())
+            + "".join(f"; on 32x copies {_ci(r['delta'], r['lo'], r['hi'])}"
+                      + ("" if judge_copies else " (not judged: too few copying domains)") for _, r in copies.iterrows())
             + "; on MIA strength " + ", ".join(f"{r['attack']} {_ci(r['delta'], r['lo'], r['hi'])}"
                                                for _, r in mia.iterrows())
             + "".join(f"; {r['method']} ({r['comparison']}) {_ci(r['delta'], r['lo'], r['hi'])}" for r in token))
@@ -454,8 +481,8 @@ def markdown(hypotheses: pd.DataFrame, summary_table: pd.DataFrame, shards: dict
     published = [name for name in SHARDS if name in shards]
     if len(published) < len(SHARDS):
         lines += [f"**Interim: {len(published)} of {len(SHARDS)} grid shards are published.** The Holm families hold "
-                  "only the published regimes, and a hypothesis whose world is missing is pending: the verdicts "
-                  "can change when the rest are in.", ""]
+                  "only the published regimes, and each verdict reads only the worlds and methods published so far "
+                  "(its evidence names them): every verdict can change when the rest are in.", ""]
     for name in SHARDS + (ZERO_KNOWLEDGE,):
         record = shards.get(name)
         lines.append(f"- `{name}`: " + (f"{record['cells']} cells, {record['finetuned_models']} fine-tuned models, "

@@ -125,7 +125,7 @@ def test_the_hypotheses_follow_their_preregistered_rules(analysed):
     h1 = regimes.h1_memorisation(summary)
     assert h1["verdict"] == "confirmed" and "g = 1: lora +10.000" in h1["evidence"]
     assert "The target copies 2.000 32x members per cell" in h1["evidence"]
-    h2 = regimes.h2_drift(guidance)
+    h2 = regimes.h2_drift(summary, guidance)
     assert h2["verdict"] == "confirmed" and "+0.300 [+0.300, +0.300]" in h2["evidence"]
     # without the i.i.d. world H1 cannot be confirmed
     assert regimes.h1_memorisation(summary[summary["world"] == regimes.DUPLICATED])["verdict"].startswith("not shown")
@@ -149,24 +149,28 @@ def test_h1_is_refuted_only_below_its_margin_and_needs_a_target_that_copies(anal
     assert regimes.h1_memorisation(below)["verdict"] == "refuted"
     wide = _heaviest_effects(summary, delta=-0.1, lo=-0.5, hi=0.3, verdict="no change")  # a CI reaching +0.3
     assert regimes.h1_memorisation(wide)["verdict"] == "not shown"
-    silent = summary.copy()
-    silent.loc[silent["metric"] == regimes.HEAVIEST, "before"] = 0.0
-    assert regimes.h1_memorisation(silent)["verdict"].startswith("not testable")
+    assert regimes.copying_domains(summary) == 6
+    one_copier = summary.assign(domains_reference=1)  # one copying domain: every copies CI reaches 0
+    assert regimes.h1_memorisation(one_copier)["verdict"].startswith("not testable (the target copies in 1 of 8")
 
 
 def test_h2_reads_a_ci_around_zero_under_both_rules_and_checks_that_s2l_is_not_smaller_at_g1(analysed):
-    _, effects, _, guidance = analysed
-    assert regimes.h2_drift(regimes.contrasts(effects, "sp_guidance", 1.0, 7.5))["verdict"] == "refuted"
+    _, effects, summary, guidance = analysed
+    assert regimes.h2_drift(summary, regimes.contrasts(effects, "sp_guidance", 1.0, 7.5))["verdict"] == "refuted"
     drift = (guidance["metric"] == "nearest_median") & (guidance["comparison"] == experiment.EFFECT)
     around = guidance.copy()
     around.loc[drift, ["lo", "hi"]] = [-0.1, 0.1]
-    assert regimes.h2_drift(around)["verdict"] == regimes.AROUND_ZERO
+    assert regimes.h2_drift(summary, around)["verdict"] == regimes.AROUND_ZERO
     larger_at_75 = guidance.copy()
     copies = (guidance["metric"] == regimes.HEAVIEST) & (guidance["comparison"] == experiment.EFFECT)
     larger_at_75.loc[copies, ["delta", "lo", "hi"]] = [1.0, 0.5, 1.5]
     duplicated = larger_at_75[larger_at_75["world"] == regimes.DUPLICATED]  # (the i.i.d. world has no 32x class)
-    assert regimes.h2_drift(duplicated)["verdict"].startswith("not shown (drift ordered")
-    assert regimes.h2_drift(larger_at_75)["verdict"] == "not shown (the worlds disagree)"
+    assert regimes.h2_drift(summary, duplicated)["verdict"].startswith("not shown (drift ordered")
+    assert regimes.h2_drift(summary, larger_at_75)["verdict"] == "not shown (the worlds disagree)"
+    # where the target copies in too few domains the copies term is not judged (every CI reaches 0 by construction)
+    one_copier = summary.assign(domains_reference=1)
+    h2 = regimes.h2_drift(one_copier, duplicated)
+    assert h2["verdict"] == "confirmed" and "not judged: too few copying domains" in h2["evidence"]
 
 
 def test_the_shift_hypothesis_pairs_each_cell_with_its_iid_twin():
@@ -186,16 +190,23 @@ def test_the_shift_hypothesis_pairs_each_cell_with_its_iid_twin():
     assert h3["verdict"] == "confirmed" and "g = 7.5 lora loss" in h3["evidence"]
     flat = shift.assign(lo=-1.0, hi=1.0)
     assert regimes.h3_shift(summary, blind.reset_index(), flat)["verdict"] == regimes.AROUND_ZERO
+    # an "up" that the i.i.d. twin shares, or a blind baseline that sees no shift, does not confirm
+    both_up = summary.copy()
+    both_up.loc[both_up["metric"] == stats.STRENGTH, "verdict"] = "up"
+    assert regimes.h3_shift(both_up, blind.reset_index(), shift)["verdict"] == "not shown"
+    blind_blind = blind.reset_index().assign(lo=0.4)
+    assert regimes.h3_shift(summary, blind_blind, shift)["verdict"] == "not shown"
 
 
 def test_nothing_is_confirmed_when_s2l_is_its_control():
     scores, matches = _grid(shifts=(0.0, 0.5), planted=False)
     effects = regimes.effects(scores, matches, n_bootstrap=1000)
     summary = regimes.summary(effects)
-    verdicts = [regimes.h1_memorisation(summary), regimes.h2_drift(regimes.contrasts(effects, "sp_guidance", 7.5, 1.0)),
+    verdicts = [regimes.h1_memorisation(summary),
+                regimes.h2_drift(summary, regimes.contrasts(effects, "sp_guidance", 7.5, 1.0)),
                 regimes.h3_shift(summary, regimes.blind_by_world(scores, 200),
                                  regimes.contrasts(effects, "nonmember_shift", 0.5, 0.0))]
-    assert [v["verdict"] for v in verdicts] != [] and not any(v["verdict"] == "confirmed" for v in verdicts)
+    assert len(verdicts) == 3 and not any(v["verdict"] == "confirmed" for v in verdicts)
     assert verdicts[0]["verdict"] == "refuted"  # S2L equals its control: no copies gained, CIs at 0
 
 
