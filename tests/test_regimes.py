@@ -2,6 +2,7 @@
 between settings, the pre-registered verdicts, the figure, and publishing only finished shards."""
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -257,3 +258,48 @@ def test_the_sign_flip_test_is_exact_over_the_domains():
     assert stats.sign_flip_p(np.array([[1.0, np.nan, 3.0], [0.0, 0.0, 0.0]])).tolist() == pytest.approx([0.5, 1.0])
     # 8 agreeing domains: 2/256, the floor no domain-level test can pass
     assert stats.sign_flip_p(np.ones((1, 8)))[0] == pytest.approx(2 / 256)
+
+
+def _finished_shard(tmp_path, monkeypatch, commit: str) -> tuple:
+    """A one-point shard whose notebook run has finished: its params (the i.i.d. world, guidance 7.5), tables
+    of one cell (target and S2L), and ``commit`` as the commit it ran at."""
+
+    from s2l_utils import paths, sweep
+
+    monkeypatch.setenv("S2L_RUNS_DIR", str(tmp_path / "runs"))
+    path = tmp_path / "regimes_iid_lora_dreambooth.yaml"
+    path.write_text("profile: smoke\nnotebooks: [11_s2l_main]\nfixed: {member_duplicates: []}\n"
+                    "grid:\n  sp_guidance: [7.5]\ntables: [s2l_scores, s2l_extraction]\n")
+    loaded = sweep.load_sweep(path)
+    folder = loaded.run_root(loaded.points()[0]) / "11_s2l_main"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text("{}")
+    (folder / "params.json").write_text(json.dumps({"git_commit": commit, "params": {
+        "member_duplicates": [], "nonmember_shift": 0.0, "sp_guidance": 7.5}}))
+    label = {"method": "lora", "domain": "D0", "seed": 0, "world": "unused", "nonmember_shift": 0.0, "sp_guidance": 7.5}
+    scores, matches = zip(*(_model(np.random.default_rng(0), "c1", label, condition, member_shift=1.0, copies=0,
+                                   distance=0.5, classes="1") for condition in (experiment.BEFORE, "s2l")))
+    drop = list(regimes.REGIME)  # the notebook's tables carry no regime: publish labels them from params.json
+    pd.concat(scores).drop(columns=drop).to_parquet(folder / "s2l_scores.parquet")
+    pd.concat(matches).drop(columns=drop).to_parquet(folder / "s2l_extraction.parquet")
+    return path, paths.cache_dir("cells") / "c1" / "s2l" / experiment.CELL_INFO
+
+
+def test_publish_refuses_uncommitted_runs_and_unknown_costs_then_labels_each_run_from_its_params(
+        tmp_path, monkeypatch):
+    path, info = _finished_shard(tmp_path, monkeypatch, "abc123+dirty")
+    out = tmp_path / "results"
+    with pytest.raises(ConfigError, match="abc123\\+dirty"):
+        regimes.publish(path, out, log=lambda *a: None)
+    with pytest.raises(FileNotFoundError, match="1 fine-tuned models lack"):
+        regimes.publish(path, out, allow_dirty=True, log=lambda *a: None)
+    info.parent.mkdir(parents=True)
+    info.write_text('{"seconds": 12.4}')
+    regimes.publish(path, out, allow_dirty=True, log=lambda *a: None)
+    scores, matches, names = regimes.load(out)
+    assert names == ["regimes_iid_lora_dreambooth"]
+    assert set(scores["world"]) == {regimes.IID} and set(scores["sp_guidance"]) == {7.5}
+    assert len(matches) == 2 * GENERATIONS and set(matches["condition"]) == {experiment.BEFORE, "s2l"}
+    record = json.loads((out / regimes.SHARDS_FILE).read_text())["regimes_iid_lora_dreambooth"]
+    assert (record["commit"], record["cells"], record["finetuned_models"], record["model_seconds"]) == \
+        ("abc123+dirty", 1, 1, 12)
