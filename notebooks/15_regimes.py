@@ -65,7 +65,6 @@ multiplicity = None  # correction of the verdicts for multiple comparisons: holm
 publish = None  # write the README Regimes block and the tables into data/results/regimes/
 
 # %%
-import json
 import os
 from pathlib import Path
 
@@ -79,7 +78,7 @@ run = notebook.start("15_regimes", profile, run_dir, regimes_results=regimes_res
 params = run.params
 folder = Path(params.regimes_results) if params.regimes_results else regimes.results_dir()
 scores, matches, shards = regimes.load(folder)
-record = json.loads((folder / regimes.SHARDS_FILE).read_text()) if (folder / regimes.SHARDS_FILE).is_file() else {}
+record = regimes.shard_records(folder)
 print(f"published: {', '.join(shards)}; pending: {', '.join(s for s in regimes.SHARDS if s not in shards) or 'none'}")
 pd.DataFrame.from_dict(record, orient="index")
 

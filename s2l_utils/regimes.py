@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -111,10 +110,8 @@ def publish(sweep_file: str | Path, folder: Path | None = None, allow_dirty: boo
     folder = folder or results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{shard.name}.parquet"
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    table.to_parquet(tmp, index=False, compression="zstd")
-    os.replace(tmp, out)
-    record = json.loads((folder / SHARDS_FILE).read_text()) if (folder / SHARDS_FILE).is_file() else {}
+    sweep.replace_atomically(out, lambda tmp: table.to_parquet(tmp, index=False, compression="zstd"))
+    record = shard_records(folder)
     record[shard.name] = {"commit": ", ".join(commits), "points": len(shard.points()),
                           "cells": int(table["cell"].nunique()), "finetuned_models": len(tuned),
                           "model_seconds": round(sum(json.loads(i.read_text())["seconds"] for i in infos)),
@@ -122,6 +119,12 @@ def publish(sweep_file: str | Path, folder: Path | None = None, allow_dirty: boo
     write_json(folder / SHARDS_FILE, record)
     log(f"published {shard.name}: {record[shard.name]} -> {out}")
     return out
+
+
+def shard_records(folder: Path | None = None) -> dict:
+    """What ``publish`` recorded per shard (commit, cells, fine-tuned models, seconds); empty before any."""
+    path = (folder or results_dir()) / SHARDS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load(folder: Path | None = None, shards=SHARDS) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
@@ -188,7 +191,7 @@ def domain_signs(estimates: stats.Estimates, by: list[str]) -> pd.DataFrame:
     if "reference_value" in means:
         flags["domains_reference"] = means["reference_value"].fillna(0) != 0
     counts = means.assign(**flags).groupby(by, sort=False, dropna=False)[list(flags)].sum().reset_index()
-    wide = means.pivot_table(index=by, columns="domain", values="value", dropna=False, sort=False)
+    wide = means.set_index([*by, "domain"])["value"].unstack("domain")  # the groups present, one column per domain
     flips = wide.index.to_frame(index=False).assign(p_sign_flip=stats.sign_flip_p(wide.to_numpy()))
     return counts.merge(flips, on=by, how="left")
 
@@ -207,7 +210,7 @@ def contrasts(cell_effects: stats.Estimates, column: str, high, low, seed: int =
     pair_on = [*others, "method", "domain", "seed", "comparison", "attack", "metric"]
     diff = stats.contrast(chosen, column, high, low, pair_on)
     by = [*others, "method", "comparison", "attack", "metric"]
-    weights = ~diff.rows["method"].map(_is_token).to_numpy(bool)
+    weights = ~diff.rows["method"].map(finetune.is_token_method).to_numpy(bool)
     pooled = [stats.Estimates(diff.rows.assign(method=experiment.ALL_METHODS), diff.draws),
               stats.Estimates(diff.rows[weights].assign(method=WEIGHT_METHODS), diff.draws[weights])]
     table = pd.concat([stats.combine(part, by, seed).merge(domain_signs(part, by), on=by, how="left")
@@ -248,10 +251,6 @@ def _bracket_verdicts(rows: pd.DataFrame, summary_table: pd.DataFrame) -> pd.Dat
     return rows.drop(columns="verdict").merge(judged[[*keys, "verdict"]], on=keys, how="left")
 
 
-def _is_token(method: str) -> bool:
-    return method in finetune.METHODS and finetune.trains_token(method)
-
-
 def bracketed(summary_rows: pd.DataFrame) -> pd.DataFrame:
     """One verdict per method and regime for rows of one attack and metric: the S2L effect's for weight methods;
     for token methods "up" / "down" only when after - before and the effect (biased down and up: ``report``)
@@ -261,7 +260,7 @@ def bracketed(summary_rows: pd.DataFrame) -> pd.DataFrame:
     effect = summary_rows[summary_rows["comparison"] == experiment.EFFECT].set_index(keys)
     after = summary_rows[summary_rows["comparison"] == experiment.AFTER].set_index(keys)
     out = effect[["delta", "lo", "hi", "verdict"]].copy()
-    token = [_is_token(m) for m in out.index.get_level_values("method")]
+    token = [finetune.is_token_method(m) for m in out.index.get_level_values("method")]
     ends = after.reindex(out.index)[["delta", "lo", "hi", "verdict"]].add_prefix("after_")
     ends.loc[~np.array(token, dtype=bool)] = np.nan
     out = out.join(ends)
@@ -270,13 +269,9 @@ def bracketed(summary_rows: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="after_verdict").reset_index()
 
 
-def _ci(delta, lo, hi) -> str:
-    return f"{delta:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-
-
 def _rows_text(rows: pd.DataFrame) -> str:
-    return "; ".join(f"{r['method']} {_ci(r['delta'], r['lo'], r['hi'])}"
-                     + (f" (after − before {_ci(r['after_delta'], r['after_lo'], r['after_hi'])})"
+    return "; ".join(f"{r['method']} {report.ci_text(r)}"
+                     + (f" (after − before {report.ci_text(r, 'after_')})"
                         if pd.notna(r.get("after_delta", np.nan)) else "")
                      + (f" {r['verdict']}" if r["verdict"] != "no change" else "") for _, r in rows.iterrows())
 
@@ -291,7 +286,7 @@ def _select(table: pd.DataFrame, world: str, shift: float = 0.0, **equal) -> pd.
 AROUND_ZERO = "refuted by its own rule (CI around 0); not shown by the shared rule"
 
 
-def _refutation(lo: float, hi: float) -> str:
+def _refutation(hi: float) -> str:
     """A hypothesis's own refutation rule ("CI below or around 0") against the shared one (the opposite
     verdict): both are pre-registered, so a CI around 0 is reported under both."""
     return "refuted" if hi < 0 else AROUND_ZERO
@@ -369,20 +364,20 @@ def h2_drift(summary_table: pd.DataFrame, guidance: pd.DataFrame) -> dict:
             verdicts.append("not shown (drift ordered, but S2L's effect is smaller at g = 1)" if smaller_at_1
                             else "confirmed")
         else:
-            verdicts.append(_refutation(row["lo"], row["hi"]))
+            verdicts.append(_refutation(row["hi"]))
         after = of(WEIGHT_METHODS, experiment.AFTER, "nearest_median")
         token = [r for _, r in unshifted[(unshifted["world"] == world) & (unshifted["metric"] == "nearest_median")
-                                         & unshifted["method"].map(_is_token)].iterrows()]
+                                         & unshifted["method"].map(finetune.is_token_method)].iterrows()]
         parts.append(
             f"{world} world, weight methods, contrast 7.5 − 1 of the S2L effect on the median nearest distance: "
-            f"{_ci(row['delta'], row['lo'], row['hi'])} (up in {int(row['domains_up'])} of {int(row['domains'])} "
+            f"{report.ci_text(row)} (up in {int(row['domains_up'])} of {int(row['domains'])} "
             f"domains, sign-flip p {row['p_sign_flip']:.3f})"
-            + "".join(f"; of after − before: {_ci(r['delta'], r['lo'], r['hi'])}" for _, r in after.iterrows())
-            + "".join(f"; on 32x copies {_ci(r['delta'], r['lo'], r['hi'])}"
+            + "".join(f"; of after − before: {report.ci_text(r)}" for _, r in after.iterrows())
+            + "".join(f"; on 32x copies {report.ci_text(r)}"
                       + ("" if judge_copies else " (not judged: too few copying domains)") for _, r in copies.iterrows())
-            + "; on MIA strength " + ", ".join(f"{r['attack']} {_ci(r['delta'], r['lo'], r['hi'])}"
+            + "; on MIA strength " + ", ".join(f"{r['attack']} {report.ci_text(r)}"
                                                for _, r in mia.iterrows())
-            + "".join(f"; {r['method']} ({r['comparison']}) {_ci(r['delta'], r['lo'], r['hi'])}" for r in token))
+            + "".join(f"; {r['method']} ({r['comparison']}) {report.ci_text(r)}" for r in token))
     if not verdicts:
         return _verdict("H2 drift", "pending", "no weight method has both guidance settings")
     verdict = verdicts[0] if len(set(verdicts)) == 1 else "not shown (the worlds disagree)"
@@ -400,8 +395,8 @@ def h3_shift(summary_table: pd.DataFrame, blind_auc: pd.DataFrame, shift: pd.Dat
         return _verdict("H3 shift", "pending", f"blind AUC {blind_text}; no shifted shard published yet")
     blind_ok = all((r["lo"] > 0.5) == (r["nonmember_shift"] > 0) for _, r in blind_auc.iterrows())
     strength = summary_table[summary_table["metric"] == stats.STRENGTH]
-    up = bracketed_each(strength).pivot_table(index=["world", "sp_guidance", "method", "attack"], columns="nonmember_shift",
-                            values="verdict", aggfunc="first")
+    up = bracketed_each(strength).pivot_table(index=["world", "sp_guidance", "method", "attack"],
+                                              columns="nonmember_shift", values="verdict", aggfunc="first")
     contrast = shift[(shift["metric"] == stats.STRENGTH) & (shift["comparison"] == experiment.EFFECT)
                      & ~shift["method"].isin([experiment.ALL_METHODS, WEIGHT_METHODS])]
     contrast = contrast.set_index(["world", "sp_guidance", "method", "attack"])
@@ -434,7 +429,7 @@ def zero_knowledge(summary_table: pd.DataFrame) -> dict:
     families = {"MIA strength": after[after["metric"] == stats.STRENGTH], "32x copies": after[after["metric"] == HEAVIEST]}
     verdict = "; ".join(f"{name}: {stats.agreement(stats.tally(rows))}" for name, rows in families.items() if len(rows))
     listed = "; ".join(f"{r['method']} {r['attack'] if r['metric'] == stats.STRENGTH else '32x copies'} "
-                       f"{_ci(r['delta'], r['lo'], r['hi'])}" + (f" {r['verdict']}" if r["verdict"] == "up" or
+                       f"{report.ci_text(r)}" + (f" {r['verdict']}" if r["verdict"] == "up" or
                                                                    r["verdict"] == "down" else "")
                        for rows in families.values() for _, r in rows.iterrows())
     return _verdict("zero-knowledge shake (exploratory)", verdict,
@@ -464,8 +459,8 @@ def heaviest_by_guidance(summary_table: pd.DataFrame) -> pd.DataFrame:
     rows = bracketed(_select(summary_table, DUPLICATED, attack=stats.EXTRACTION, metric=HEAVIEST))
     if rows.empty:
         return pd.DataFrame()
-    text = [_ci(r["delta"], r["lo"], r["hi"]) + {"up": " ↑", "down": " ↓"}.get(r["verdict"], "")
-            + (f"; after − before {_ci(r['after_delta'], r['after_lo'], r['after_hi'])}"
+    text = [report.ci_text(r) + {"up": " ↑", "down": " ↓"}.get(r["verdict"], "")
+            + (f"; after − before {report.ci_text(r, 'after_')}"
                if pd.notna(r["after_delta"]) else "") for _, r in rows.iterrows()]
     return rows.assign(text=text).pivot_table(index="method", columns="sp_guidance", values="text", aggfunc="first",
                                               sort=False).sort_index(axis=1).rename(columns=lambda g: f"g = {g:g}")

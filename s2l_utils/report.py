@@ -87,8 +87,9 @@ def from_sweep(path: str | Path, n_bootstrap: int = 2000, seed: int = 0, correct
     return tables
 
 
-def _ci(row) -> str:
-    return f"{row['delta']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]"
+def ci_text(row, prefix: str = "") -> str:
+    """A row's ``{prefix}delta`` with its 95% CI, e.g. "+0.012 [-0.004, +0.031]"."""
+    return f"{row[prefix + 'delta']:+.3f} [{row[prefix + 'lo']:+.3f}, {row[prefix + 'hi']:+.3f}]"
 
 
 def _counted(counts: dict) -> str:
@@ -120,7 +121,7 @@ def drift_claim(main: pd.DataFrame) -> dict | None:
     if gain.empty:
         return None
     towards = {"up": "away", "down": "towards", "no change": "no shown change"}
-    per_method = "; ".join(f"{r['method']} {_ci(r)} ({towards.get(r['verdict'], r['verdict'])})"
+    per_method = "; ".join(f"{r['method']} {ci_text(r)} ({towards.get(r['verdict'], r['verdict'])})"
                            for _, r in gain.iterrows())
     means = main[(main["comparison"] == AFTER) & main["metric"].isin(["own_nearest_median", "identity_accuracy"])]
     means = means.groupby("metric")[["before", "after"]].mean()
@@ -130,7 +131,7 @@ def drift_claim(main: pd.DataFrame) -> dict | None:
     # moving towards the training data is a fall of the distance: count it as the claim's "up". Token methods'
     # effects are shown as brackets, not counted: their real-non-member control learns the non-member photos and
     # so drifts away by construction, which makes S2L read "towards" against it
-    counted = gain[~gain["method"].map(lambda m: m in finetune.METHODS and finetune.trains_token(m))]
+    counted = gain[~gain["method"].map(finetune.is_token_method)]
     counts = stats.tally(counted.assign(delta=-counted["delta"], verdict=counted["verdict"].map(
         {"up": "down", "down": "up"}).fillna(counted["verdict"])))
     bracket = token_bracket(main, stats.EXTRACTION, "nearest_median")
@@ -148,14 +149,14 @@ def token_bracket(main: pd.DataFrame, attack: str, metric: str = stats.STRENGTH)
     (``TOKEN_CONTROL``): against the real-non-member control (upwards) and after − before (downwards; for textual
     inversion alone the cross-domain control is the target); "" without token methods."""
     rows = main[(main["attack"] == attack) & (main["metric"] == metric)
-                & main["method"].map(lambda m: m in finetune.METHODS and finetune.trains_token(m))
+                & main["method"].map(finetune.is_token_method)
                 & main["comparison"].isin([EFFECT, AFTER])]
     parts = []
     for method, group in rows.groupby("method", sort=False):
         by = group.set_index("comparison")
         if {EFFECT, AFTER} <= set(by.index):
-            parts.append(f"{method} between {_ci(by.loc[AFTER])} (after − before, biased down) and "
-                         f"{_ci(by.loc[EFFECT])} (against its real-non-member control, biased up)")
+            parts.append(f"{method} between {ci_text(by.loc[AFTER])} (after − before, biased down) and "
+                         f"{ci_text(by.loc[EFFECT])} (against its real-non-member control, biased up)")
     return ("; token methods: " + "; ".join(parts)) if parts else ""
 
 
@@ -176,7 +177,7 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
             "claim": f"S2L makes membership inference stronger (paper: AUC +{PAPER_MIA_GAIN:.3f} for SecMI) — "
                      f"{attack}",
             "measured": f"S2L effect on strength |AUC − 0.5| over {len(rows)} methods: mean "
-                        f"{rows['delta'].mean():+.3f}; {_counted(counts)}; largest {best['method']} {_ci(best)}. "
+                        f"{rows['delta'].mean():+.3f}; {_counted(counts)}; largest {best['method']} {ci_text(best)}. "
                         f"AUC target {before_after['before'].mean():.3f}, after S2L "
                         f"{before_after['after'].mean():.3f}{blind_auc}{token_bracket(main, attack)}",
             "agrees": stats.agreement(counts)})

@@ -201,7 +201,9 @@ def point_state(sweep: Sweep, point: dict) -> str:
     return "pending"
 
 
-def _replace_atomically(path: Path, write) -> None:
+def replace_atomically(path: Path, write) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it over ``path``: readers never see half a
+    file, and a failed write leaves the old one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -236,8 +238,8 @@ def collect(sweep: Sweep, log=print) -> pd.DataFrame:
         raise FileNotFoundError(f"sweep {sweep.name}: no finished run with tables yet")
     results = pd.concat(frames, ignore_index=True)
     sweep.out_dir.mkdir(parents=True, exist_ok=True)
-    _replace_atomically(sweep.out_dir / "results.parquet", lambda p: results.to_parquet(p, index=False))
-    _replace_atomically(sweep.out_dir / "results.csv", lambda p: results.to_csv(p, index=False))
+    replace_atomically(sweep.out_dir / "results.parquet", lambda p: results.to_parquet(p, index=False))
+    replace_atomically(sweep.out_dir / "results.csv", lambda p: results.to_csv(p, index=False))
     log(f"collected {len(results)} rows from {len(frames)} tables -> {sweep.out_dir / 'results.parquet'}")
     return results
 

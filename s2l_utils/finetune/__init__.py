@@ -99,6 +99,11 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def is_token_method(name: str) -> bool:
+    """``trains_token`` for any label: False for a name that is no method (e.g. a pooled row "all methods")."""
+    return name in METHODS and trains_token(name)
+
+
 def trains_token(method: str) -> bool:
     """Whether ``method`` reaches the domain through a textual-inversion token (textual inversion and its
     combinations): the token replaces the domain's name in captions and prompts."""
