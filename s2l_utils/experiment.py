@@ -26,7 +26,8 @@ on, so no model is scored on its training images.
 The target's results also hold the blind baseline (``attacks.blind``: a model-free member / non-member
 classifier) on the attacked domain's images; it needs no model, so no comparison includes it, and
 ``blind_summary`` gives its AUC: how far members and non-members can be told apart without any model.
-Each model of a cell is saved in its own folder and read back on a rerun, so an interrupted notebook resumes.
+Each model of a cell is saved in its own folder and read back on a rerun, so an interrupted notebook resumes; a
+miniature world with shifted non-members borrows the models its unshifted twin trained without them (``SHIFT_FREE``).
 Every CI, p-value and verdict is computed from the cells' raw scores and extraction matches by ``stats``.
 """
 
@@ -44,7 +45,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import finetune, paths, pretrain, stats, synthesis, world
+from . import finetune, notebook, paths, pretrain, stats, synthesis, world
 from .attacks import blind, extraction, suite
 from .config import ConfigError, Params
 
@@ -228,6 +229,9 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
         context["calibration"] = suite.extraction_calibration(evaluation, evaluation.private_domains,
                                                               context["training"][1], params,
                                                               generations=params.main_extraction_samples)
+    twin = unshifted_twin_folder(condition, params, target)
+    if twin and json.loads((twin / CELL_INFO).read_text())["threshold"] != context["calibration"].threshold:
+        twin = None  # not the same extraction any more: compute it here
     pipe, rewrite, model_free = target, None, None
     if condition == BEFORE:
         # the blind baseline needs no model: stored once, with the target's results, fitted on every private
@@ -239,25 +243,35 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
         trained_on = training_set(condition, params, data, target, domain, progress)
         # fine-tune a copy of the very target attacked here (where it was loaded from): a cell's seed varies the
         # SP set and the fine-tuning, while params.seed would otherwise also select a target pretrained with it
-        result = finetune.finetune(params.method, params, trained_on, folder, trained_for(condition, data, domain),
-                                   None, device, progress, base=pretrain.target_source(params, target))
-        tuned = finetune.load_finetuned(result.folder, device)
+        base, trained_domain = pretrain.target_source(params, target), trained_for(condition, data, domain)
+        wanted = finetune.recipe(params.method, params, trained_on, trained_domain, None, base)
+        if not (twin and finetune.adopt(twin, folder, wanted, params, base)):
+            twin = None
+            finetune.finetune(params.method, params, trained_on, folder, trained_domain, None, device, progress,
+                              base=base)
+        tuned = finetune.load_finetuned(folder / "artefact", device)
         pipe, rewrite = tuned.pipe, tuned.rewrite
     scores = pd.concat([suite.membership_scores(pipe, context["evaluation"], [domain], params, rewrite,
                                                 progress=False), model_free], ignore_index=True)
-    sample_params = dataclasses.replace(params, extraction_samples=params.main_extraction_samples)
-    generations, prompted = suite.generate_for_domains(pipe, [domain], sample_params, rewrite, progress=False)
-    rows, images = context["training"]
     calibration = context["calibration"]
-    found = suite.extraction_matches(generations, prompted, rows, images, calibration.threshold, params)
-    expected = calibration.expected_false_positives(len(generations))
+    if twin:  # the same model, prompts, seeds, training set and threshold: the twin's matches
+        found = pd.read_parquet(twin / CELL_EXTRACTION).drop(columns=["condition", "threshold",
+                                                                      "expected_false_positives"])
+    else:
+        sample_params = dataclasses.replace(params, extraction_samples=params.main_extraction_samples)
+        images, prompted = suite.generate_for_domains(pipe, [domain], sample_params, rewrite, progress=False)
+        rows, training = context["training"]
+        found = suite.extraction_matches(images, prompted, rows, training, calibration.threshold, params)
+    expected = calibration.expected_false_positives(params.main_extraction_samples)  # generations of one domain
     folder.mkdir(parents=True, exist_ok=True)
     scores.assign(condition=condition).to_parquet(folder / CELL_SCORES, index=False)
     found.assign(condition=condition, threshold=calibration.threshold, expected_false_positives=expected).to_parquet(
         folder / CELL_EXTRACTION, index=False)
-    (folder / CELL_INFO).write_text(json.dumps({"condition": condition, "threshold": calibration.threshold,
-                                                "expected_false_positives": expected,
-                                                "seconds": time.perf_counter() - started}))
+    # written last and whole (a parallel job's shifted cell may read it as its twin's): the cell is finished
+    notebook.write_json(folder / CELL_INFO, {
+        "condition": condition, "threshold": calibration.threshold, "expected_false_positives": expected,
+        "seconds": time.perf_counter() - started,
+        "twin": str(twin.relative_to(paths.cache_dir("cells"))) if twin else None})
 
 
 # parameters that choose *which* cells run or how tables are drawn, not what happens inside a cell
@@ -285,6 +299,22 @@ def cell_dir(params: Params, target=None) -> Path:
     return paths.cache_dir("cells") / params.digest(
         *names, target=pretrain.target_identity(params, target), data=world.data_identity(params),
         cell_version=CELL_VERSION, sp_version=synthesis.SP_VERSION, finetune_version=finetune.FINETUNE_VERSION)
+
+
+# Conditions whose model never trains on a non-member: in a miniature world whose non-members are shifted, their
+# fine-tune and generations are those of the same cell in the unshifted twin world (same target, members, SP sets
+# and extraction threshold), so a finished twin lends them, and only the membership scores are computed anew.
+SHIFT_FREE = (BEFORE, "s2l", "cross_domain", "domain_transfer")
+
+
+def unshifted_twin_folder(condition: str, params: Params, target=None) -> Path | None:
+    """``condition``'s finished folder in the unshifted twin world's cell, or None: no shift, real data, a
+    condition trained on non-members, or a twin not computed on this machine (``cell.json`` is written last)."""
+    if not params.nonmember_shift or params.data_dir or condition not in SHIFT_FREE:
+        return None
+    twin = world.unshifted(params)
+    folder = target_results_dir(twin, target) if condition == BEFORE else cell_dir(twin, target) / condition
+    return folder if (folder / CELL_INFO).is_file() else None
 
 
 # parameters of the fine-tuning and of the SP set: the target's own results in a cell do not depend on them (the

@@ -83,8 +83,9 @@ def world_of(member_duplicates) -> str:
 def publish(sweep_file: str | Path, folder: Path | None = None, allow_dirty: bool = False, log=print) -> Path:
     """Copy a finished shard's collected table (every point done) to ``folder/<shard>.parquet``, each run's rows
     labelled with the regime its own ``params.json`` records, and record in ``folder/shards.json`` the commit(s)
-    the runs recorded (refused when unknown or "+dirty", unless ``allow_dirty``), the cells, the fine-tuned models
-    and their evaluation seconds (each model's ``cell.json``, refused when missing)."""
+    the runs recorded (refused when unknown or "+dirty", unless ``allow_dirty``), the cells, the fine-tuned models,
+    how many of them the unshifted twin lent (``experiment.SHIFT_FREE``) and their evaluation seconds (each model's
+    ``cell.json``, refused when missing)."""
     shard = sweep.load_sweep(sweep_file)
     unfinished = [p for p in shard.points() if sweep.point_state(shard, p) != "done"]
     if unfinished:
@@ -111,11 +112,12 @@ def publish(sweep_file: str | Path, folder: Path | None = None, allow_dirty: boo
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{shard.name}.parquet"
     sweep.replace_atomically(out, lambda tmp: table.to_parquet(tmp, index=False, compression="zstd"))
+    models = [json.loads(info.read_text()) for info in infos]
     record = shard_records(folder)
     record[shard.name] = {"commit": ", ".join(commits), "points": len(shard.points()),
                           "cells": int(table["cell"].nunique()), "finetuned_models": len(tuned),
-                          "model_seconds": round(sum(json.loads(i.read_text())["seconds"] for i in infos)),
-                          "rows": len(table)}
+                          "lent_by_twin": sum(bool(m.get("twin")) for m in models),
+                          "model_seconds": round(sum(m["seconds"] for m in models)), "rows": len(table)}
     write_json(folder / SHARDS_FILE, record)
     log(f"published {shard.name}: {record[shard.name]} -> {out}")
     return out
@@ -480,7 +482,9 @@ def markdown(hypotheses: pd.DataFrame, summary_table: pd.DataFrame, shards: dict
                   "(its evidence names them): every verdict can change when the rest are in.", ""]
     for name in SHARDS + (ZERO_KNOWLEDGE,):
         record = shards.get(name)
-        lines.append(f"- `{name}`: " + (f"{record['cells']} cells, {record['finetuned_models']} fine-tuned models, "
+        lent = record.get("lent_by_twin") if record else 0
+        lines.append(f"- `{name}`: " + (f"{record['cells']} cells, {record['finetuned_models']} fine-tuned models"
+                                         + (f" ({lent} lent by the unshifted twin)" if lent else "") + ", "
                                          f"{record['model_seconds'] / 3600:.1f} core-hours of model evaluation, "
                                          f"commit `{record['commit']}`" if record else "not run yet"))
     lines += ["", "| hypothesis | verdict | evidence |", "| --- | --- | --- |"]

@@ -21,7 +21,7 @@ import torch
 from . import paths, pretrain
 from .config import ConfigError, Params
 from .sampling import generate, noise_seed
-from .world import ImageFolderData, data_identity, domain_prompt, to_pil, write_imagefolder
+from .world import ImageFolderData, data_identity, domain_prompt, to_pil, unshifted, write_imagefolder
 
 LEVELS = ("noise", "class", "name", "captions")
 SP_PARAMS = ("sp_level", "sp_size", "sp_sampler", "sp_steps", "sp_guidance", "class_prompt", "seed")
@@ -76,8 +76,9 @@ def synthesize(pipe, data: ImageFolderData, domain: str, params: Params, progres
 
 def sp_key(params: Params, domain: str, target: str) -> str:
     """The SP set's cache key: ``target`` (the ``target_identity`` of the target that generates it), the data its
-    prompts come from (``data_identity``), the domain, the SP parameters and ``SP_VERSION``."""
-    return params.digest(*SP_PARAMS, target=target, data=data_identity(params), domain=domain,
+    prompts come from (``data_identity``; a non-member shift changes no prompt, so a shifted world shares its
+    twin's SP sets), the domain, the SP parameters and ``SP_VERSION``."""
+    return params.digest(*SP_PARAMS, target=target, data=data_identity(unshifted(params)), domain=domain,
                          sp_version=SP_VERSION)
 
 

@@ -432,6 +432,12 @@ def read_domains_file(path: str | Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
+def unshifted(params: Params) -> Params:
+    """``params`` of the twin world with no non-member shift: its members, public domains and captions are the same
+    byte for byte, so whatever never reads a non-member (SP sets, fine-tunes on them, generations) is the same there."""
+    return replace(params, nonmember_shift=0.0)
+
+
 def data_identity(params: Params) -> str:
     """The data in cache keys: the real data folder, or the miniature world's key (its spec and code version),
     with the domain list."""

@@ -2,17 +2,19 @@
 
 import dataclasses
 import json
+import shutil
 import threading
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from safetensors.torch import load_file
 
-from s2l_utils import experiment, finetune, models, notebook, paths, pretrain, report, world
+from s2l_utils import experiment, finetune, models, notebook, paths, pretrain, report, synthesis, world
 from s2l_utils.attacks import suite
 from s2l_utils.config import ConfigError
 from s2l_utils.finetune import textual_inversion
@@ -257,6 +259,54 @@ def test_a_cells_seed_fine_tunes_the_target_it_attacks(smoke_params, smoke_data,
     info = json.loads((tmp_path / "cell" / "s2l" / "artefact" / finetune.ARTEFACT_INFO).read_text())
     assert info["base"] == str(pretrain.target_dir(params) / pretrain.PIPELINE)
     assert info["params"]["seed"] == params.seed + 1 and set(scores["condition"]) == {"target", "s2l"}
+
+
+def test_a_shifted_world_borrows_its_twins_models_and_gets_what_it_would_compute(smoke_params, tmp_path,
+                                                                                 monkeypatch):
+    """Under a non-member shift the target, S2L and cross-domain models never see a non-member: a finished cell of
+    the unshifted twin lends their fine-tunes and extraction matches, and the cell's tables equal those computed
+    from scratch. The real-non-member control and every membership score are computed anew."""
+    monkeypatch.setenv("S2L_RUNS_DIR", str(tmp_path / "runs"))  # no twin cached before this test
+    # DreamBooth+LoRA: a token and weights to lend
+    params = dataclasses.replace(smoke_params, method="dreambooth_lora", ft_steps=1, sp_size=4, sp_steps=2,
+                                 main_extraction_samples=2, attacks=["loss", "pia"], target_domain="",
+                                 nonmember_shift=0.5)
+    twin = world.unshifted(params)
+    data, twin_data = world.load_data(params), world.load_data(twin)
+    target, _ = pretrain.pretrain_target(twin, twin_data, progress=False)
+    domain = synthesis.resolve_domain(params, data)
+    assert synthesis.sp_key(params, domain, "t") == synthesis.sp_key(twin, domain, "t") != \
+        synthesis.sp_key(dataclasses.replace(twin, member_duplicates=[2]), domain, "t")
+    sp_images, sp_meta = synthesis.synthesize(target, data, domain, params, progress=False)
+    twin_images, twin_meta = synthesis.synthesize(target, twin_data, domain, twin, progress=False)
+    assert torch.equal(sp_images, twin_images) and sp_meta.equals(twin_meta), "so the twin's SP set is shared"
+    conditions = ["s2l", "cross_domain", "real_nonmember"]
+    assert all(experiment.unshifted_twin_folder(c, params, target) is None for c in ["target", *conditions])
+    fresh = experiment.run_cell(params, data, target, tmp_path / "fresh", conditions, progress=False)
+    experiment.run_cell(twin, twin_data, target, experiment.cell_dir(twin, target), conditions, progress=False)
+    assert experiment.unshifted_twin_folder("real_nonmember", params, target) is None, "it trains on non-members"
+    assert experiment.unshifted_twin_folder("s2l", twin, target) is None, "only a shifted world has a twin"
+    shutil.rmtree(experiment.target_results_dir(params, target))  # the target's results are computed again too
+    trained, generated = [], []
+    real_finetune, real_generate = finetune.finetune, suite.generate_for_domains
+    monkeypatch.setattr(finetune, "finetune", lambda *a, **k: trained.append(a[3].name) or real_finetune(*a, **k))
+    monkeypatch.setattr(suite, "generate_for_domains",
+                        lambda *a, **k: generated.append(1) or real_generate(*a, **k))
+    borrowed = experiment.run_cell(params, data, target, tmp_path / "borrowed", conditions, progress=False)
+    assert trained == ["real_nonmember"] and len(generated) == 1
+    for computed, lent in zip(fresh, borrowed):
+        pd.testing.assert_frame_equal(computed, lent, check_exact=True)
+    infos = {c: json.loads((tmp_path / "borrowed" / c / experiment.CELL_INFO).read_text()) for c in conditions}
+    assert infos["s2l"]["twin"] == f"{experiment.cell_dir(twin, target).name}/s2l"
+    assert infos["real_nonmember"]["twin"] is None
+    lent = json.loads((tmp_path / "borrowed" / "s2l" / "artefact" / finetune.ARTEFACT_INFO).read_text())
+    assert lent["params"]["nonmember_shift"] == 0.5, "the lent artefact is recorded as this cell's"
+    assert lent["adopted_from"] == str(experiment.cell_dir(twin, target) / "s2l")
+    # a finished run of another recipe lends nothing
+    source = experiment.cell_dir(twin, target) / "s2l"
+    other = {**json.loads((source / finetune.RECIPE).read_text()), "seed": 99}
+    assert not finetune.adopt(source, tmp_path / "other", other, params, lent["base"])
+    assert not (tmp_path / "other").exists()
 
 
 def test_report_numbers_come_from_the_table_and_the_readme_section_is_replaced(tmp_path):

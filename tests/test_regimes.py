@@ -301,5 +301,5 @@ def test_publish_refuses_uncommitted_runs_and_unknown_costs_then_labels_each_run
     assert set(scores["world"]) == {regimes.IID} and set(scores["sp_guidance"]) == {7.5}
     assert len(matches) == 2 * GENERATIONS and set(matches["condition"]) == {experiment.BEFORE, "s2l"}
     record = json.loads((out / regimes.SHARDS_FILE).read_text())["regimes_iid_lora_dreambooth"]
-    assert (record["commit"], record["cells"], record["finetuned_models"], record["model_seconds"]) == \
-        ("abc123+dirty", 1, 1, 12)
+    assert (record["commit"], record["cells"], record["finetuned_models"], record["model_seconds"],
+            record["lent_by_twin"]) == ("abc123+dirty", 1, 1, 12, 0)

@@ -188,6 +188,26 @@ def check_recipe(out_dir: Path, wanted: dict) -> None:
     os.replace(tmp, path)
 
 
+def adopt(run_folder: Path, out_dir: Path, wanted: dict, params: Params, base: str) -> bool:
+    """Copy the finished fine-tune of ``run_folder`` into ``out_dir`` when its recipe is ``wanted``: the weights a
+    fine-tune of that recipe gives, recorded as trained from ``base`` with ``params`` and adopted from
+    ``run_folder``. Returns False, and copies nothing, when the recipe differs or the run is not finished."""
+    recorded = run_folder / RECIPE
+    info_path = run_folder / "artefact" / ARTEFACT_INFO
+    if not info_path.is_file() or not recorded.is_file() or json.loads(recorded.read_text()) != wanted:
+        return False
+    check_recipe(out_dir, wanted)
+    tmp = out_dir / ".artefact.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run_folder / "artefact", tmp)
+    info = json.loads(info_path.read_text())
+    (tmp / ARTEFACT_INFO).write_text(json.dumps({**info, "base": base, "params": params.to_dict(),
+                                                  "adopted_from": str(run_folder)}, indent=1))
+    shutil.rmtree(out_dir / "artefact", ignore_errors=True)
+    os.replace(tmp, out_dir / "artefact")
+    return True
+
+
 def finetune(method: str, params: Params, sp_set: ImageFolderData, out_dir: str | Path, domain: str,
              prior_set: ImageFolderData | None = None, device: str = "auto", progress: bool = True,
              stop_after: int | None = None, base: str | Path | None = None) -> FinetuneResult:
