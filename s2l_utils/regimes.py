@@ -201,7 +201,8 @@ def domain_signs(estimates: stats.Estimates, by: list[str]) -> pd.DataFrame:
 def contrasts(cell_effects: stats.Estimates, column: str, high, low, seed: int = 0,
               metrics=(stats.STRENGTH, HEAVIEST, "own_copies", *stats.DRIFT_JUDGED)) -> pd.DataFrame:
     """Each comparison's per-cell effect at ``column`` = ``high`` minus that at ``low``, paired by the other
-    regime columns, method, domain and seed; per method and over all methods (``experiment.ALL_METHODS``), with
+    regime columns, method, domain and seed; per method and over all methods (``experiment.ALL_METHODS``, the
+    comparisons every method has), with
     cluster-bootstrap 95% CIs and p-values (not corrected: each hypothesis names the contrast it reads), and pooled
     over the methods that change weights (``WEIGHT_METHODS``): their control is fine-tuned at the same setting,
     while a token method's real-non-member control does not depend on the SP guidance at all."""
@@ -213,7 +214,11 @@ def contrasts(cell_effects: stats.Estimates, column: str, high, low, seed: int =
     diff = stats.contrast(chosen, column, high, low, pair_on)
     by = [*others, "method", "comparison", "attack", "metric"]
     weights = ~diff.rows["method"].map(finetune.is_token_method).to_numpy(bool)
-    pooled = [stats.Estimates(diff.rows.assign(method=experiment.ALL_METHODS), diff.draws),
+    # the pool over all methods takes only comparisons every method has (a named control that is a method's own
+    # control is folded into its S2L effect, so "S2L - cross-domain" alone would pool the token methods only)
+    methods_per_comparison = diff.rows.groupby("comparison")["method"].transform("nunique")
+    every = (methods_per_comparison == diff.rows["method"].nunique()).to_numpy()
+    pooled = [stats.Estimates(diff.rows[every].assign(method=experiment.ALL_METHODS), diff.draws[every]),
               stats.Estimates(diff.rows[weights].assign(method=WEIGHT_METHODS), diff.draws[weights])]
     table = pd.concat([stats.combine(part, by, seed).merge(domain_signs(part, by), on=by, how="left")
                        for part in (diff, *pooled) if len(part.rows)], ignore_index=True)

@@ -113,6 +113,21 @@ def test_the_guidance_contrast_is_paired_and_pooled_over_methods(analysed):
     assert (drift["domains"] == 6).all()
 
 
+
+def test_the_pool_over_all_methods_takes_only_comparisons_every_method_has(analysed):
+    # a named control that is a method's own is folded into its S2L effect, so a named comparison can exist for
+    # some methods only (here "S2L - real non-member" for LoRA alone): pooling it would pool LoRA under "all"
+    _, effects, _, _ = analysed
+    lora = (effects.rows["method"] == "lora") & (effects.rows["comparison"] == experiment.EFFECT)
+    named = effects.rows[lora].assign(comparison="S2L - real non-member")
+    more = stats.Estimates(pd.concat([effects.rows, named], ignore_index=True),
+                           np.concatenate([effects.draws, effects.draws[lora.to_numpy()]]))
+    table = regimes.contrasts(more, "sp_guidance", 7.5, 1.0, metrics=["nearest_median"])
+    methods = table.groupby("comparison")["method"].agg(set)
+    assert methods[experiment.EFFECT] == {"lora", "textual_inversion", experiment.ALL_METHODS, regimes.WEIGHT_METHODS}
+    assert methods["S2L - real non-member"] == {"lora", regimes.WEIGHT_METHODS}
+
+
 def test_each_regime_summary_says_how_many_domains_agree(analysed):
     _, _, summary, _ = analysed
     row = summary[(summary["metric"] == regimes.HEAVIEST) & (summary["comparison"] == experiment.EFFECT)
