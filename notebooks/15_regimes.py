@@ -15,7 +15,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # 15 · Regimes: where S2L shows in the miniature, where it does not, and why
 #
@@ -37,8 +36,9 @@
 # **Shards.** The grid is run in eight shards, two per world (LoRA + DreamBooth, textual inversion +
 # DreamBooth+LoRA; `sweeps/regimes_*.yaml`, about 80 minutes each on 2 cores); a finished shard's raw scores and
 # matches are published to `data/results/regimes/` and committed with the commit that produced them (`make regimes
-# SHARDS=...`). This notebook reads whatever shards are published; a hypothesis whose world is missing reads
-# "pending", and the verdicts are marked interim until all eight are in.
+# SHARDS=...`). H4's wider target (UNet widths 32-64, the duplicated world, SP guidance 3, all four methods) is one
+# more shard, `regimes_capacity`, run after the grid. This notebook reads whatever shards are published; a
+# hypothesis whose world is missing reads "pending", and the verdicts are marked interim until all eight are in.
 #
 # **Statistics.** As in 11: the cluster bootstrap (domains, then images and generations), the S2L effect against
 # each method's own control, token methods bracketed. Holm runs within each comparison x metric family over
@@ -118,10 +118,11 @@ with pd.option_context("display.max_colwidth", 80):
 paper.round(3)
 
 # %% [markdown]
-# ## Between settings: guidance and shift
+# ## Between settings: guidance, shift and capacity
 # The guidance contrast (the per-cell effect at SP guidance 7.5 minus that at 1) is H2's measure: a positive
 # contrast on the median nearest distance means stronger guidance moved S2L's generations further from the
-# training images. The shift contrast (non-members shifted minus i.i.d., same cells otherwise) is H3's.
+# training images. The shift contrast (non-members shifted minus i.i.d., same cells otherwise) is H3's. The
+# capacity contrast (the wider target's effect minus the grid target's, same data, guidance 3) is H4's.
 
 # %%
 guidance_values = set(summary["sp_guidance"])
@@ -130,7 +131,8 @@ guidance = (regimes.contrasts(effects, "sp_guidance", 7.5, 1.0, params.seed) if 
 shift_values = set(summary["nonmember_shift"])
 shift = (regimes.contrasts(effects, "nonmember_shift", 0.5, 0.0, params.seed) if {0.0, 0.5} <= shift_values
          else pd.DataFrame())
-contrasts = pd.concat([guidance, shift], ignore_index=True)
+capacity = regimes.capacity_contrast(effects, params.seed)
+contrasts = pd.concat([guidance, shift, capacity], ignore_index=True)
 run.save_table(contrasts, "regimes_contrasts")
 contrasts[contrasts["method"] == experiment.ALL_METHODS].round(3) if len(contrasts) else contrasts
 
@@ -172,7 +174,7 @@ hypotheses = pd.DataFrame([
     regimes.h1_memorisation(summary),
     regimes.h2_drift(summary, guidance),
     regimes.h3_shift(summary, blind_auc, shift),
-    regimes.not_run("H4 capacity", "the wider target runs only after the main grid (pre-registered); not yet"),
+    regimes.h4_capacity(summary, capacity),
     regimes.zero_knowledge(zero) if zero is not None else regimes.not_run("zero-knowledge shake", "shard pending"),
 ])
 if params.regimes_bootstrap < needed:

@@ -10,10 +10,15 @@ preregistration.md``) from them, with the statistics of the main experiment (``s
 
 * ``summary``: every comparison per regime (world, shift, guidance) and method, Holm within each comparison x
   metric family over methods x regimes;
-* ``contrasts``: the same per-cell effects at one setting minus another (guidance 7.5 - 1, shift 0.5 - 0), paired
-  by method, domain and seed, with the cluster bootstrap;
-* ``h1_memorisation``, ``h2_drift``, ``h3_shift``: each hypothesis's verdict by its pre-registered rule, with the
-  numbers it rests on; ``zero_knowledge``: the noise-only fine-tunes against the target.
+* ``contrasts``: the same per-cell effects at one setting minus another (guidance 7.5 - 1, shift 0.5 - 0, the
+  wider target minus the grid's: ``capacity_contrast``), paired by method, domain and seed, with the cluster
+  bootstrap;
+* ``h1_memorisation``, ``h2_drift``, ``h3_shift``, ``h4_capacity``: each hypothesis's verdict by its
+  pre-registered rule, with the numbers it rests on; ``zero_knowledge``: the noise-only fine-tunes against the target.
+
+H4's shard (``CAPACITY``) attacks a wider target (UNet widths ``WIDE_CHANNELS``) of the duplicated world, labelled as
+a world of its own (``WIDE``): it shares the duplicated world's data, so both are estimated together and their
+effects contrasted cell by cell (``contrasts(..., "world", WIDE, DUPLICATED)``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,12 @@ WORLDS = ("regimes_duplicated", "regimes_iid", "regimes_duplicated_shift", "regi
 # each world in two shards of 6 points (about 80 minutes each on 2 cores), so that a session can finish and commit one
 SHARDS = tuple(f"{world}_{part}" for world in WORLDS for part in ("lora_dreambooth", "ti_dblora"))
 ZERO_KNOWLEDGE = "regimes_zero_knowledge"
+CAPACITY = "regimes_capacity"  # H4: the wider target, duplicated world, SP guidance 3, every method
 DUPLICATED, IID = "duplicated", "i.i.d."
+GRID_CHANNELS = (16, 32)  # the UNet widths of the grid's targets (the mini profile's)
+WIDE_CHANNELS = (32, 64)  # H4's wider target (pre-registered)
+WIDE = f"{DUPLICATED}, UNet {WIDE_CHANNELS[0]}-{WIDE_CHANNELS[1]}"
+H4_GUIDANCE = 3.0  # the SP guidance H4 compares the targets at (pre-registered)
 REGIME = ("world", "nonmember_shift", "sp_guidance")
 COMPARED = (experiment.AFTER, experiment.EFFECT, "S2L - cross-domain", "S2L - real non-member")
 HEAVIEST = stats.class_metric("own_copies", 32)  # the most duplicated class of members (32 copies)
@@ -64,6 +74,11 @@ DEVIATIONS = (
     f"Copies are judged only where the target copies in at least {MIN_COPYING_DOMAINS} domains: with fewer, every "
     "bootstrap CI of a copies effect reaches 0 by construction, so H1 is \"not testable\" and H2's copies term is "
     "left out (both state it).",
+    "H4's wider target is pretrained with the grid's recipe (1600 steps of batch 32), so the UNet width is its one "
+    "difference; the pre-registration's cost line quoted a 2000-step prototype. H4 is judged on the contrast "
+    "pooled over the weight methods, whose control (the cross-domain fine-tune) sees no real image of the domain; "
+    "textual inversion's bracket is shown apart. Its copies term counts only where the wider target copies in at "
+    f"least {MIN_COPYING_DOMAINS} domains, and the wider target's verdicts form Holm families of their own.",
 )
 CAVEAT = ("With 8 domains, no test that treats the domain as the unit can give a p-value below 2/256, so a verdict "
           "that survives Holm over a family of hundreds rests on all domains agreeing and on the within-domain "
@@ -76,8 +91,17 @@ def results_dir() -> Path:
     return paths.data_dir() / "results" / "regimes"
 
 
-def world_of(member_duplicates) -> str:
-    return DUPLICATED if len(member_duplicates) else IID
+def world_of(params: dict) -> str:
+    """A run's world label from its parameters: duplicated or i.i.d. members, and the target's UNet widths when
+    they are not the grid's (e.g. ``WIDE``)."""
+    world = DUPLICATED if len(params["member_duplicates"]) else IID
+    channels = tuple(params["unet_channels"])
+    return world if channels == GRID_CHANNELS else f"{world}, UNet {'-'.join(map(str, channels))}"
+
+
+def data_of(world: str) -> str:
+    """The data a world label attacks (``DUPLICATED`` or ``IID``), whatever its target."""
+    return world.split(", ")[0]
 
 
 def publish(sweep_file: str | Path, folder: Path | None = None, allow_dirty: bool = False, log=print) -> Path:
@@ -96,7 +120,7 @@ def publish(sweep_file: str | Path, folder: Path | None = None, allow_dirty: boo
     commits = sorted({str(run["git_commit"]) for run in runs.values()})
     if not allow_dirty and any(c == "None" or c.endswith("+dirty") for c in commits):
         raise ConfigError(f"shard {shard.name} was computed at {commits}: publish only runs of committed code")
-    regime = {run_dir: (world_of(run["params"]["member_duplicates"]), run["params"]["nonmember_shift"],
+    regime = {run_dir: (world_of(run["params"]), run["params"]["nonmember_shift"],
                         run["params"]["sp_guidance"]) for run_dir, run in runs.items()}
     labels = pd.DataFrame(collected["run_dir"].map(regime).tolist(), columns=list(REGIME), index=collected.index)
     collected = collected.drop(columns=[c for c in (*REGIME, "member_duplicates") if c in collected]).join(labels)
@@ -129,7 +153,7 @@ def shard_records(folder: Path | None = None) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def load(folder: Path | None = None, shards=SHARDS) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def load(folder: Path | None = None, shards=SHARDS + (CAPACITY,)) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(scores, matches, names) of the published shards among ``shards`` in ``folder``; raises when none is."""
     folder = folder or results_dir()
     names = [name for name in shards if (folder / f"{name}.parquet").is_file()]
@@ -142,13 +166,15 @@ def load(folder: Path | None = None, shards=SHARDS) -> tuple[pd.DataFrame, pd.Da
 
 
 def effects(scores: pd.DataFrame, matches: pd.DataFrame, n_bootstrap: int, seed: int = 0) -> stats.Estimates:
-    """Every cell's comparisons (``COMPARED``) with paired draws, estimated per world: its duplication classes
-    are its own, and within it the cells of a domain share their draws (settings of a world are contrasted
-    paired, ``contrasts``). The two worlds are never differenced with each other."""
+    """Every cell's comparisons (``COMPARED``) with paired draws, estimated per data set (``data_of``: the
+    duplicated world with either target, the i.i.d. world): its duplication classes are its own, and within it the
+    cells of a domain share their draws (settings, and targets of one data set, are contrasted paired:
+    ``contrasts``). The two data sets are never differenced with each other."""
     chosen = {name: experiment.COMPARISONS[name] for name in COMPARED}
     parts = []
-    for world in dict.fromkeys(scores["world"]):
-        estimates = stats.cell_estimates(scores[scores["world"] == world], matches[matches["world"] == world],
+    data = scores["world"].map(data_of)
+    for name in dict.fromkeys(data):
+        estimates = stats.cell_estimates(scores[data == name], matches[matches["world"].map(data_of) == name],
                                          n_bootstrap, seed)
         kept = estimates.rows["metric"].map(_analysed).to_numpy()
         # float32 draws: the grid's families need ~10,000 draws (``draws_needed``) over ~10^5 rows
@@ -174,10 +200,15 @@ def draws_needed(summary_table: pd.DataFrame) -> int:
 
 def summary(cell_effects: stats.Estimates, seed: int = 0, correction: str = "holm") -> pd.DataFrame:
     """The comparisons per regime and method, averaged over domains and seeds, judged within each comparison x
-    metric family over every method and regime (the pre-registered families)."""
+    metric family over every method and regime of the grid (the pre-registered families); a world on another
+    target (H4's ``WIDE``) is judged in families of its own, so it neither joins nor enlarges the grid's."""
     by = [c for c in (*REGIME, "method", "comparison", "attack", "metric") if c in cell_effects.rows]
-    table = experiment.judged_summary(cell_effects, by, seed, correction)
-    return table.merge(domain_signs(cell_effects, by), on=by, how="left")
+    grid = (cell_effects.rows["world"] == cell_effects.rows["world"].map(data_of)).to_numpy()
+    parts = [stats.Estimates(cell_effects.rows[keep].reset_index(drop=True), cell_effects.draws[keep])
+             for keep in (grid, ~grid) if keep.any()]
+    return pd.concat([experiment.judged_summary(part, by, seed, correction).merge(domain_signs(part, by), on=by,
+                                                                                 how="left") for part in parts],
+                     ignore_index=True)
 
 
 def domain_signs(estimates: stats.Estimates, by: list[str]) -> pd.DataFrame:
@@ -241,7 +272,7 @@ def figure_panels(summary_table: pd.DataFrame, comparison: str = experiment.EFFE
     rows = summary_table[summary_table["comparison"] == comparison]
     rows = rows.assign(regime=[f"{w}, shift {s:g}" for w, s in zip(rows["world"], rows["nonmember_shift"])],
                        x=rows["sp_guidance"])
-    copies = (((rows["world"] == DUPLICATED) & (rows["metric"] == HEAVIEST))
+    copies = (((rows["world"].map(data_of) == DUPLICATED) & (rows["metric"] == HEAVIEST))
               | ((rows["world"] == IID) & (rows["metric"] == "own_copies")))
     panels = {f"MIA {attack}: Δ |AUC − 0.5|": rows[(rows["attack"] == attack) & (rows["metric"] == stats.STRENGTH)]
               for attack in MIA_ATTACKS}
@@ -299,9 +330,9 @@ def _refutation(hi: float) -> str:
     return "refuted" if hi < 0 else AROUND_ZERO
 
 
-def copying_domains(summary_table: pd.DataFrame) -> int:
-    """In how many domains the target copies its 32x members (the most in any regime of the duplicated world)."""
-    rows = _select(summary_table, DUPLICATED, attack=stats.EXTRACTION, metric=HEAVIEST,
+def copying_domains(summary_table: pd.DataFrame, world: str = DUPLICATED) -> int:
+    """In how many domains the target copies its 32x members (the most in any regime of ``world``)."""
+    rows = _select(summary_table, world, attack=stats.EXTRACTION, metric=HEAVIEST,
                    comparison=experiment.AFTER)
     return int(rows["domains_reference"].max()) if len(rows) and "domains_reference" in rows else 0
 
@@ -421,6 +452,78 @@ def h3_shift(summary_table: pd.DataFrame, blind_auc: pd.DataFrame, shift: pd.Dat
     return _verdict("H3 shift", "not shown", evidence + ".")
 
 
+def capacity_contrast(cell_effects: stats.Estimates, seed: int = 0) -> pd.DataFrame:
+    """H4's contrast: each cell's comparisons on the wider target minus the same method's, domain's and seed's on
+    the grid's target (``contrasts`` over ``world``), or an empty table until both are published with i.i.d.
+    non-members at ``H4_GUIDANCE``."""
+    rows = cell_effects.rows
+    at = (rows["nonmember_shift"] == 0.0) & (rows["sp_guidance"] == H4_GUIDANCE)
+    if not {WIDE, DUPLICATED} <= set(rows.loc[at, "world"]):
+        return pd.DataFrame()
+    return contrasts(cell_effects, "world", WIDE, DUPLICATED, seed)
+
+
+def h4_capacity(summary_table: pd.DataFrame, capacity: pd.DataFrame) -> dict:
+    """H4, from ``capacity_contrast`` (duplicated world, i.i.d. non-members, SP guidance ``H4_GUIDANCE``), pooled
+    over the weight methods: confirmed when the S2L effect on the median nearest distance is smaller on the wider
+    target (CI below 0) and its effect on 32x copies larger (CI above 0; judged only where the wider target copies
+    in ``MIN_COPYING_DOMAINS`` domains); refuted (shared rule) when either CI lies on the opposite side; else not
+    shown. Textual inversion is shown apart, both ends of its bracket; the evidence also reads H1 on the wider
+    target."""
+    if capacity.empty:
+        return _verdict("H4 capacity", "pending", f"needs the wider target's shard ({CAPACITY}) and the grid's "
+                                                  f"duplicated world at g = {H4_GUIDANCE:g}")
+    at = capacity[(capacity["nonmember_shift"] == 0.0) & (capacity["sp_guidance"] == H4_GUIDANCE)]
+
+    def of(method, comparison, metric):
+        return at[(at["method"] == method) & (at["comparison"] == comparison) & (at["metric"] == metric)]
+
+    drift = of(WEIGHT_METHODS, experiment.EFFECT, "nearest_median")
+    if drift.empty:
+        return _verdict("H4 capacity", "pending", "no weight method is published on both targets")
+    drift, copies = drift.iloc[0], of(WEIGHT_METHODS, experiment.EFFECT, HEAVIEST)
+    pooled = sorted(m for m in set(at["method"]) if m not in (experiment.ALL_METHODS, WEIGHT_METHODS)
+                    and not finetune.is_token_method(m))
+    copying = copying_domains(summary_table, WIDE)
+    judge_copies = copying >= MIN_COPYING_DOMAINS and len(copies) > 0
+    more = judge_copies and copies.iloc[0]["lo"] > 0
+    fewer = judge_copies and copies.iloc[0]["hi"] < 0
+
+    def target(world, metric):
+        return _select(summary_table, world, sp_guidance=H4_GUIDANCE, comparison=experiment.AFTER,
+                       metric=metric)["before"].mean()
+
+    token = at[at["method"].map(finetune.is_token_method) & at["metric"].isin(["nearest_median", HEAVIEST])
+               & at["comparison"].isin([experiment.AFTER, experiment.EFFECT])]
+    wide_h1 = bracketed(_select(summary_table, WIDE, attack=stats.EXTRACTION, metric=HEAVIEST))
+    evidence = (f"duplicated world, g = {H4_GUIDANCE:g}, weight methods ({', '.join(pooled)}), S2L effect on the "
+                f"wider target minus that on the grid's: median nearest distance {report.ci_text(drift)} (down in "
+                f"{int(drift['domains_down'])} of {int(drift['domains'])} domains, sign-flip p "
+                f"{drift['p_sign_flip']:.3f})"
+                + "".join(f"; of after − before {report.ci_text(r)}"
+                          for _, r in of(WEIGHT_METHODS, experiment.AFTER, "nearest_median").iterrows())
+                + "".join(f"; 32x copies {report.ci_text(r)}" + ("" if judge_copies else " (not judged: too few "
+                                                                 "copying domains)") for _, r in copies.iterrows())
+                + "".join(f"; {r['method']} ({r['comparison']}) {r['metric']} {report.ci_text(r)}"
+                          for _, r in token.iterrows())
+                + f". The targets' median nearest distance: wider {target(WIDE, 'nearest_median'):.3f}, grid "
+                  f"{target(DUPLICATED, 'nearest_median'):.3f}; the wider target copies "
+                  f"{target(WIDE, HEAVIEST):.3f} 32x members per cell, in {copying} of 8 domains (the grid's: "
+                  f"{target(DUPLICATED, HEAVIEST):.3f}, in {copying_domains(summary_table)})"
+                + (f". H1 read on the wider target (S2L effect on its 32x copies): {_rows_text(wide_h1)}."
+                   if len(wide_h1) else "."))
+    if pd.isna(drift["lo"]) or pd.isna(drift["hi"]):
+        return _verdict("H4 capacity", "not shown (the drift contrast is undefined)", evidence)
+    if drift["lo"] > 0 or fewer:
+        return _verdict("H4 capacity", "refuted", evidence)
+    if drift["hi"] < 0 and more:
+        return _verdict("H4 capacity", "confirmed", evidence)
+    if drift["hi"] < 0 and not judge_copies:
+        return _verdict("H4 capacity", f"not shown (drift smaller; copies not testable: the wider target copies in "
+                                       f"{copying} of 8 domains)", evidence)
+    return _verdict("H4 capacity", "not shown", evidence)
+
+
 def bracketed_each(summary_rows: pd.DataFrame) -> pd.DataFrame:
     """``bracketed`` for every attack and metric of ``summary_rows``, with attack and metric as columns."""
     return pd.concat([bracketed(rows).assign(attack=attack, metric=metric)
@@ -485,7 +588,7 @@ def markdown(hypotheses: pd.DataFrame, summary_table: pd.DataFrame, shards: dict
         lines += [f"**Interim: {len(published)} of {len(SHARDS)} grid shards are published.** The Holm families hold "
                   "only the published regimes, and each verdict reads only the worlds and methods published so far "
                   "(its evidence names them): every verdict can change when the rest are in.", ""]
-    for name in SHARDS + (ZERO_KNOWLEDGE,):
+    for name in SHARDS + (CAPACITY, ZERO_KNOWLEDGE):
         record = shards.get(name)
         lent = record.get("lent_by_twin") if record else 0
         lines.append(f"- `{name}`: " + (f"{record['cells']} cells, {record['finetuned_models']} fine-tuned models"

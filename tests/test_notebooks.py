@@ -140,12 +140,13 @@ def test_the_regime_notebook_reads_the_published_shard_and_judges_every_hypothes
     contrasts = pd.read_parquet(folder / "regimes_contrasts.parquet")
     assert set(contrasts["contrast"]) == {"sp_guidance 7.5 - 1.0"} and (contrasts["cells"] == 1).all()
     hypotheses = pd.read_parquet(folder / "regimes_hypotheses.parquet").set_index("hypothesis")["verdict"]
-    assert hypotheses["H3 shift"] == "pending" and hypotheses["H4 capacity"] == "not run"
+    assert hypotheses["H3 shift"] == "pending" and hypotheses["H4 capacity"] == "pending"
     assert "(too few draws: 50 < " in hypotheses["H1 memorisation"]  # smoke: 50 draws, no Holm verdict possible
     assert hypotheses["H1 memorisation"] != "pending" and hypotheses["H2 drift"] != "pending"
     record = json.loads((paths.data_dir() / "results" / "regimes" / regimes.SHARDS_FILE).read_text())
     shard = record["regimes_duplicated_lora_dreambooth"]
     assert shard["cells"] == 2 and shard["finetuned_models"] == 4 and shard["model_seconds"] > 0  # s2l + control
+    assert shard["lent_by_twin"] == 0  # an unshifted world borrows nothing
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["shards"] == ["regimes_duplicated_lora_dreambooth"] and metrics["draws_needed"] > 50
     assert "| H2 drift |" in (folder / "regimes.md").read_text()

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from s2l_utils import experiment, plots, regimes, stats
+from s2l_utils import config
 from s2l_utils.config import ConfigError
 
 DOMAINS = [f"D{i}" for i in range(6)]
@@ -151,6 +152,81 @@ def test_the_hypotheses_follow_their_preregistered_rules(analysed):
     assert h3["verdict"] == "pending" and "i.i.d. shift 0" in h3["evidence"]
 
 
+def _capacity_grid(wide_distance, wide_copies, seed=0):
+    """The duplicated world at SP guidance 3 on the grid's target and on the wider one (``regimes.WIDE``), LoRA and
+    textual inversion x 6 domains x 2 seeds. Both targets copy their 32x member 2 times in 40 in every domain, and
+    so do the controls, whose generations lie at 0.6 (grid) and 0.7 (wider) against the targets' 0.5. On the grid's
+    target S2L's generations lie at 0.8 and copy no more; on the wider one LoRA's lie at ``wide_distance`` and copy
+    ``wide_copies`` times, while textual inversion's drift far (1.5): pooling it in would change H4's number."""
+    rng = np.random.default_rng(seed)
+    scores, matches = [], []
+    for world, method, domain, seed_ in itertools.product((regimes.DUPLICATED, regimes.WIDE),
+                                                          ("lora", "textual_inversion"), DOMAINS, (0, 1)):
+        label = {"method": method, "domain": domain, "seed": seed_, "world": world, "nonmember_shift": 0.0,
+                 "sp_guidance": regimes.H4_GUIDANCE}
+        cell = f"{world}-{method}-{domain}-{seed_}"
+        base = dict(member_shift=1.0, copies=2, distance=0.5, classes="1,32")
+        wide = world == regimes.WIDE
+        control = dict(base, distance=0.7 if wide else 0.6)
+        s2l = dict(base, distance=0.8)
+        if wide:
+            s2l = dict(base, distance=1.5) if method == "textual_inversion" else \
+                dict(base, distance=wide_distance, copies=wide_copies)
+        for condition, kind in ((experiment.BEFORE, base), ("s2l", s2l), (experiment.control_of(method), control)):
+            s, m = _model(rng, cell, label, condition, **kind)
+            scores.append(s)
+            matches.append(m)
+    return pd.concat(scores, ignore_index=True), pd.concat(matches, ignore_index=True)
+
+
+def _h4(wide_distance, wide_copies, **summary_values):
+    effects = regimes.effects(*_capacity_grid(wide_distance, wide_copies), n_bootstrap=300)
+    summary = regimes.summary(effects).assign(**summary_values)
+    return regimes.h4_capacity(summary, regimes.capacity_contrast(effects))
+
+
+def test_h4_compares_the_wider_target_with_the_grids_cell_by_cell():
+    # LoRA on the wider target: no drift against its control (0.5 - 0.7 = -0.2, grid: 0.8 - 0.6 = +0.2), 10 more copies
+    confirmed = _h4(wide_distance=0.5, wide_copies=12)
+    assert confirmed["verdict"] == "confirmed", confirmed
+    assert "weight methods (lora), S2L effect on the wider target minus that on the grid's: median nearest " \
+           "distance -0.400 [-0.400, -0.400]" in confirmed["evidence"]
+    assert "of after − before -0.300" in confirmed["evidence"]  # the other comparison, reported beside it
+    assert "32x copies +10.000" in confirmed["evidence"] and "in 6 of 8 domains" in confirmed["evidence"]
+    assert "textual_inversion (after - before) nearest_median +0.700" in confirmed["evidence"]
+    assert _h4(wide_distance=1.1, wide_copies=12)["verdict"] == "refuted"  # drifts more on the wider target
+    assert _h4(wide_distance=0.5, wide_copies=0)["verdict"] == "refuted"  # drifts less but copies less
+    assert _h4(wide_distance=0.9, wide_copies=2)["verdict"] == "not shown"  # the same S2L effect on both
+    untestable = _h4(wide_distance=0.5, wide_copies=12, domains_reference=1)  # one copying domain
+    assert untestable["verdict"].startswith("not shown (drift smaller; copies not testable")
+    assert regimes.h4_capacity(pd.DataFrame(), pd.DataFrame())["verdict"] == "pending"
+
+
+def test_the_capacity_contrast_pairs_each_cell_with_its_twin_on_the_other_target():
+    scores, matches = _capacity_grid(0.5, 12)
+    grid_scores, grid_matches = (t[t["world"] == regimes.DUPLICATED] for t in (scores, matches))
+    twin = [t.assign(world=regimes.WIDE, cell=t["cell"] + "-wide") for t in (grid_scores, grid_matches)]
+    effects = regimes.effects(pd.concat([grid_scores, twin[0]]), pd.concat([grid_matches, twin[1]]), n_bootstrap=300)
+    summary = regimes.summary(effects)
+    strength = summary[(summary["metric"] == stats.STRENGTH) & (summary["comparison"] == experiment.EFFECT)]
+    assert (strength["hi"] - strength["lo"] > 0.01).all(), "each target's effect is uncertain"
+    same = regimes.capacity_contrast(effects)
+    same = same[same["metric"] == stats.STRENGTH]
+    assert len(same) and (same["lo"] == 0).all() and (same["hi"] == 0).all(), "but identical twins differ by 0"
+    # the wider target's verdicts are judged in families of their own: the grid's are as without it
+    alone = regimes.summary(regimes.effects(grid_scores, grid_matches, n_bootstrap=300))
+    pd.testing.assert_frame_equal(summary[summary["world"] == regimes.DUPLICATED].reset_index(drop=True),
+                                  alone.reset_index(drop=True))
+
+
+def test_a_world_is_labelled_by_its_data_and_by_a_target_that_is_not_the_grids():
+    assert regimes.world_of({"member_duplicates": [32, 16], "unet_channels": [16, 32]}) == regimes.DUPLICATED
+    assert regimes.world_of({"member_duplicates": [], "unet_channels": [16, 32]}) == regimes.IID
+    wide = regimes.world_of({"member_duplicates": [32, 16, 8, 4], "unet_channels": [32, 64]})
+    assert wide == regimes.WIDE and regimes.data_of(wide) == regimes.DUPLICATED
+    assert tuple(config.load_profile("mini").unet_channels) == regimes.GRID_CHANNELS
+
+
 def _heaviest_effects(summary, **values):
     rows = (summary["metric"] == regimes.HEAVIEST) & (summary["comparison"] == experiment.EFFECT)
     out = summary.copy()
@@ -290,7 +366,7 @@ def _finished_shard(tmp_path, monkeypatch, commit: str) -> tuple:
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text("{}")
     (folder / "params.json").write_text(json.dumps({"git_commit": commit, "params": {
-        "member_duplicates": [], "nonmember_shift": 0.0, "sp_guidance": 7.5}}))
+        "member_duplicates": [], "unet_channels": [16, 32], "nonmember_shift": 0.0, "sp_guidance": 7.5}}))
     label = {"method": "lora", "domain": "D0", "seed": 0, "world": "unused", "nonmember_shift": 0.0, "sp_guidance": 7.5}
     scores, matches = zip(*(_model(np.random.default_rng(0), "c1", label, condition, member_shift=1.0, copies=0,
                                    distance=0.5, classes="1") for condition in (experiment.BEFORE, "s2l")))
