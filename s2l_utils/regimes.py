@@ -41,8 +41,7 @@ SHARDS = tuple(f"{world}_{part}" for world in WORLDS for part in ("lora_dreamboo
 ZERO_KNOWLEDGE = "regimes_zero_knowledge"
 CAPACITY = "regimes_capacity"  # H4: the wider target, duplicated world, SP guidance 3, every method
 DUPLICATED, IID = "duplicated", "i.i.d."
-GRID_CHANNELS = (16, 32)  # the UNet widths of the grid's targets (the mini profile's)
-WIDE_CHANNELS = (32, 64)  # H4's wider target (pre-registered)
+WIDE_CHANNELS = (32, 64)  # H4's wider target (pre-registered); the grid's targets have their profile's widths
 WIDE = f"{DUPLICATED}, UNet {WIDE_CHANNELS[0]}-{WIDE_CHANNELS[1]}"
 H4_GUIDANCE = 3.0  # the SP guidance H4 compares the targets at (pre-registered)
 REGIME = ("world", "nonmember_shift", "sp_guidance")
@@ -92,11 +91,11 @@ def results_dir() -> Path:
 
 
 def world_of(params: dict) -> str:
-    """A run's world label from its parameters: duplicated or i.i.d. members, and the target's UNet widths when
-    they are not the grid's (e.g. ``WIDE``)."""
+    """A run's world label from its parameters: duplicated or i.i.d. members, marked ``WIDE`` when its target is
+    H4's wider one (any other width is its profile's grid target, e.g. the smoke stand-in's)."""
     world = DUPLICATED if len(params["member_duplicates"]) else IID
-    channels = tuple(params["unet_channels"])
-    return world if channels == GRID_CHANNELS else f"{world}, UNet {'-'.join(map(str, channels))}"
+    wide = tuple(params["unet_channels"]) == WIDE_CHANNELS
+    return f"{world}, UNet {WIDE_CHANNELS[0]}-{WIDE_CHANNELS[1]}" if wide else world
 
 
 def data_of(world: str) -> str:

@@ -224,7 +224,9 @@ def test_a_world_is_labelled_by_its_data_and_by_a_target_that_is_not_the_grids()
     assert regimes.world_of({"member_duplicates": [], "unet_channels": [16, 32]}) == regimes.IID
     wide = regimes.world_of({"member_duplicates": [32, 16, 8, 4], "unet_channels": [32, 64]})
     assert wide == regimes.WIDE and regimes.data_of(wide) == regimes.DUPLICATED
-    assert tuple(config.load_profile("mini").unet_channels) == regimes.GRID_CHANNELS
+    for profile in ("smoke", "mini"):  # each profile's own target is its grid's
+        params = {"member_duplicates": [32], "unet_channels": config.load_profile(profile).unet_channels}
+        assert regimes.world_of(params) == regimes.DUPLICATED
 
 
 def _heaviest_effects(summary, **values):
