@@ -42,7 +42,8 @@ ZERO_KNOWLEDGE = "regimes_zero_knowledge"
 CAPACITY = "regimes_capacity"  # H4: the wider target, duplicated world, SP guidance 3, every method
 DUPLICATED, IID = "duplicated", "i.i.d."
 WIDE_CHANNELS = (32, 64)  # H4's wider target (pre-registered); the grid's targets have their profile's widths
-WIDE = f"{DUPLICATED}, UNet {WIDE_CHANNELS[0]}-{WIDE_CHANNELS[1]}"
+WIDE_MARK = f", UNet {WIDE_CHANNELS[0]}-{WIDE_CHANNELS[1]}"  # added to a world's label on the wider target
+WIDE = DUPLICATED + WIDE_MARK
 H4_GUIDANCE = 3.0  # the SP guidance H4 compares the targets at (pre-registered)
 REGIME = ("world", "nonmember_shift", "sp_guidance")
 COMPARED = (experiment.AFTER, experiment.EFFECT, "S2L - cross-domain", "S2L - real non-member")
@@ -94,8 +95,7 @@ def world_of(params: dict) -> str:
     """A run's world label from its parameters: duplicated or i.i.d. members, marked ``WIDE`` when its target is
     H4's wider one (any other width is its profile's grid target, e.g. the smoke stand-in's)."""
     world = DUPLICATED if len(params["member_duplicates"]) else IID
-    wide = tuple(params["unet_channels"]) == WIDE_CHANNELS
-    return f"{world}, UNet {WIDE_CHANNELS[0]}-{WIDE_CHANNELS[1]}" if wide else world
+    return world + WIDE_MARK if tuple(params["unet_channels"]) == WIDE_CHANNELS else world
 
 
 def data_of(world: str) -> str:
@@ -320,6 +320,11 @@ def _select(table: pd.DataFrame, world: str, shift: float = 0.0, **equal) -> pd.
     return rows
 
 
+def _of(rows: pd.DataFrame, method: str, comparison: str, metric: str) -> pd.DataFrame:
+    """The rows of a contrast table for one method (or pool), comparison and metric."""
+    return rows[(rows["method"] == method) & (rows["comparison"] == comparison) & (rows["metric"] == metric)]
+
+
 AROUND_ZERO = "refuted by its own rule (CI around 0); not shown by the shared rule"
 
 
@@ -384,15 +389,13 @@ def h2_drift(summary_table: pd.DataFrame, guidance: pd.DataFrame) -> dict:
     judge_copies = copying_domains(summary_table) >= MIN_COPYING_DOMAINS
     parts, verdicts = [], []
     for world in dict.fromkeys(unshifted["world"]):
-        def of(method, comparison, metric, rows=unshifted[unshifted["world"] == world]):
-            return rows[(rows["method"] == method) & (rows["comparison"] == comparison) & (rows["metric"] == metric)]
-
-        drift = of(WEIGHT_METHODS, experiment.EFFECT, "nearest_median")
+        rows = unshifted[unshifted["world"] == world]
+        drift = _of(rows, WEIGHT_METHODS, experiment.EFFECT, "nearest_median")
         if drift.empty:
             continue
         row = drift.iloc[0]
-        copies = of(WEIGHT_METHODS, experiment.EFFECT, HEAVIEST)
-        mia = of(WEIGHT_METHODS, experiment.EFFECT, stats.STRENGTH)
+        copies = _of(rows, WEIGHT_METHODS, experiment.EFFECT, HEAVIEST)
+        mia = _of(rows, WEIGHT_METHODS, experiment.EFFECT, stats.STRENGTH)
         judged = pd.concat([copies, mia]) if judge_copies else mia
         smaller_at_1 = [f"{r['attack']} {r['metric']}" for _, r in judged.iterrows() if r["lo"] > 0]
         if pd.isna(row["lo"]) or pd.isna(row["hi"]):
@@ -402,9 +405,9 @@ def h2_drift(summary_table: pd.DataFrame, guidance: pd.DataFrame) -> dict:
                             else "confirmed")
         else:
             verdicts.append(_refutation(row["hi"]))
-        after = of(WEIGHT_METHODS, experiment.AFTER, "nearest_median")
-        token = [r for _, r in unshifted[(unshifted["world"] == world) & (unshifted["metric"] == "nearest_median")
-                                         & unshifted["method"].map(finetune.is_token_method)].iterrows()]
+        after = _of(rows, WEIGHT_METHODS, experiment.AFTER, "nearest_median")
+        token = [r for _, r in rows[(rows["metric"] == "nearest_median")
+                                    & rows["method"].map(finetune.is_token_method)].iterrows()]
         parts.append(
             f"{world} world, weight methods, contrast 7.5 − 1 of the S2L effect on the median nearest distance: "
             f"{report.ci_text(row)} (up in {int(row['domains_up'])} of {int(row['domains'])} "
@@ -473,14 +476,10 @@ def h4_capacity(summary_table: pd.DataFrame, capacity: pd.DataFrame) -> dict:
         return _verdict("H4 capacity", "pending", f"needs the wider target's shard ({CAPACITY}) and the grid's "
                                                   f"duplicated world at g = {H4_GUIDANCE:g}")
     at = capacity[(capacity["nonmember_shift"] == 0.0) & (capacity["sp_guidance"] == H4_GUIDANCE)]
-
-    def of(method, comparison, metric):
-        return at[(at["method"] == method) & (at["comparison"] == comparison) & (at["metric"] == metric)]
-
-    drift = of(WEIGHT_METHODS, experiment.EFFECT, "nearest_median")
+    drift = _of(at, WEIGHT_METHODS, experiment.EFFECT, "nearest_median")
     if drift.empty:
         return _verdict("H4 capacity", "pending", "no weight method is published on both targets")
-    drift, copies = drift.iloc[0], of(WEIGHT_METHODS, experiment.EFFECT, HEAVIEST)
+    drift, copies = drift.iloc[0], _of(at, WEIGHT_METHODS, experiment.EFFECT, HEAVIEST)
     pooled = sorted(m for m in set(at["method"]) if m not in (experiment.ALL_METHODS, WEIGHT_METHODS)
                     and not finetune.is_token_method(m))
     copying = copying_domains(summary_table, WIDE)
@@ -500,7 +499,7 @@ def h4_capacity(summary_table: pd.DataFrame, capacity: pd.DataFrame) -> dict:
                 f"{int(drift['domains_down'])} of {int(drift['domains'])} domains, sign-flip p "
                 f"{drift['p_sign_flip']:.3f})"
                 + "".join(f"; of after − before {report.ci_text(r)}"
-                          for _, r in of(WEIGHT_METHODS, experiment.AFTER, "nearest_median").iterrows())
+                          for _, r in _of(at, WEIGHT_METHODS, experiment.AFTER, "nearest_median").iterrows())
                 + "".join(f"; 32x copies {report.ci_text(r)}" + ("" if judge_copies else " (not judged: too few "
                                                                  "copying domains)") for _, r in copies.iterrows())
                 + "".join(f"; {r['method']} ({r['comparison']}) {r['metric']} {report.ci_text(r)}"
