@@ -27,7 +27,8 @@ The target's results also hold the blind baseline (``attacks.blind``: a model-fr
 classifier) on the attacked domain's images; it needs no model, so no comparison includes it, and
 ``blind_summary`` gives its AUC: how far members and non-members can be told apart without any model.
 Each model of a cell is saved in its own folder and read back on a rerun, so an interrupted notebook resumes; a
-miniature world with shifted non-members borrows the models its unshifted twin trained without them (``SHIFT_FREE``).
+miniature world with shifted non-members borrows the models its unshifted twin trained without them (``SHIFT_FREE``),
+and cells that differ only in their SP parameters share the models that see no SP set (``SP_FREE``).
 Every CI, p-value and verdict is computed from the cells' raw scores and extraction matches by ``stats``.
 """
 
@@ -229,9 +230,11 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
         context["calibration"] = suite.extraction_calibration(evaluation, evaluation.private_domains,
                                                               context["training"][1], params,
                                                               generations=params.main_extraction_samples)
-    twin = unshifted_twin_folder(condition, params, target)
-    if twin and json.loads((twin / CELL_INFO).read_text())["threshold"] != context["calibration"].threshold:
-        twin = None  # not the same extraction any more: compute it here
+    lenders = {"twin": unshifted_twin_folder(condition, params, target),
+               "sibling": sibling_folder(condition, params, target)}
+    lent_by, lender = next(((kind, f) for kind, f in lenders.items()  # the same extraction: the same threshold
+                            if f and json.loads((f / CELL_INFO).read_text())["threshold"]
+                            == context["calibration"].threshold), (None, None))
     pipe, rewrite, model_free = target, None, None
     if condition == BEFORE:
         # the blind baseline needs no model: stored once, with the target's results, fitted on every private
@@ -245,8 +248,8 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
         # SP set and the fine-tuning, while params.seed would otherwise also select a target pretrained with it
         base, trained_domain = pretrain.target_source(params, target), trained_for(condition, data, domain)
         wanted = finetune.recipe(params.method, params, trained_on, trained_domain, None, base)
-        if not (twin and finetune.adopt(twin, folder, wanted, params, base)):
-            twin = None
+        if not (lender and finetune.adopt(lender, folder, wanted, params, base)):
+            lent_by, lender = None, None
             finetune.finetune(params.method, params, trained_on, folder, trained_domain, None, device, progress,
                               base=base)
         tuned = finetune.load_finetuned(folder / "artefact", device)
@@ -254,8 +257,8 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
     scores = pd.concat([suite.membership_scores(pipe, context["evaluation"], [domain], params, rewrite,
                                                 progress=False), model_free], ignore_index=True)
     calibration = context["calibration"]
-    if twin:  # the same model, prompts, seeds, training set and threshold: the twin's matches
-        found = pd.read_parquet(twin / CELL_EXTRACTION).drop(columns=["condition", "threshold",
+    if lender:  # the same model, prompts, seeds, training set and threshold: the lender's matches
+        found = pd.read_parquet(lender / CELL_EXTRACTION).drop(columns=["condition", "threshold",
                                                                       "expected_false_positives"])
     else:
         sample_params = dataclasses.replace(params, extraction_samples=params.main_extraction_samples)
@@ -267,11 +270,14 @@ def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderD
     scores.assign(condition=condition).to_parquet(folder / CELL_SCORES, index=False)
     found.assign(condition=condition, threshold=calibration.threshold, expected_false_positives=expected).to_parquet(
         folder / CELL_EXTRACTION, index=False)
-    # written last and whole (a parallel job's shifted cell may read it as its twin's): the cell is finished
+    # written last and whole (a parallel job's cell may read it as its lender's): the cell is finished
     notebook.write_json(folder / CELL_INFO, {
         "condition": condition, "threshold": calibration.threshold, "expected_false_positives": expected,
         "seconds": time.perf_counter() - started,
-        "twin": str(twin.relative_to(paths.cache_dir("cells"))) if twin else None})
+        **{kind: str(lender.relative_to(paths.cache_dir("cells"))) if kind == lent_by else None for kind in lenders}})
+    if condition in SP_FREE and not lender and folder == cell_dir(params, target) / condition:
+        notebook.write_json(sibling_record(condition, params, target),
+                            {"folder": str(folder.relative_to(paths.cache_dir("cells")))})
 
 
 # parameters that choose *which* cells run or how tables are drawn, not what happens inside a cell
@@ -295,10 +301,14 @@ def cell_dir(params: Params, target=None) -> Path:
     fine-tunes (``target``, the pipeline; ``pretrain.target_identity``: a cell's seed is not its target's), the
     data and the code versions: a finished cell is reused by any notebook that asks for it again (11 and 12
     share their common cells) and an interrupted run resumes."""
-    names = [n for n in params.to_dict() if n not in PLAN_PARAMS]
-    return paths.cache_dir("cells") / params.digest(
-        *names, target=pretrain.target_identity(params, target), data=world.data_identity(params),
-        cell_version=CELL_VERSION, sp_version=synthesis.SP_VERSION, finetune_version=finetune.FINETUNE_VERSION)
+    return paths.cache_dir("cells") / _cell_key(params, target)
+
+
+def _cell_key(params: Params, target=None, without: tuple[str, ...] = ()) -> str:
+    names = [n for n in params.to_dict() if n not in PLAN_PARAMS + without]
+    return params.digest(*names, target=pretrain.target_identity(params, target), data=world.data_identity(params),
+                         cell_version=CELL_VERSION, sp_version=synthesis.SP_VERSION,
+                         finetune_version=finetune.FINETUNE_VERSION)
 
 
 # Conditions whose model never trains on a non-member: in a miniature world whose non-members are shifted, their
@@ -317,10 +327,37 @@ def unshifted_twin_folder(condition: str, params: Params, target=None) -> Path |
     return folder if (folder / CELL_INFO).is_file() else None
 
 
+# Conditions whose model sees no SP set (the real non-member control): their fine-tune, generations and scores do
+# not depend on what only shapes the SP-based training sets (``SP_SET_PARAMS``), so the cells of one cache that
+# differ only in those (the regime grid's SP guidance) share them. The first cell to compute one records itself
+# (``sibling_record``) and lends it to the others, as a twin does.
+SP_FREE = ("real_nonmember",)
+SP_SET_PARAMS = tuple(n for n in (*synthesis.SP_PARAMS, "transfer_domains") if n not in finetune.RECIPE_PARAMS)
+
+
+def sibling_record(condition: str, params: Params, target=None) -> Path:
+    """Where the cache records the first finished folder of an ``SP_FREE`` condition, keyed like its cell
+    without ``SP_SET_PARAMS``."""
+    return paths.cache_dir("cells") / "siblings" / f"{_cell_key(params, target, SP_SET_PARAMS)}-{condition}.json"
+
+
+def sibling_folder(condition: str, params: Params, target=None) -> Path | None:
+    """``condition``'s finished folder in a cell of this cache that differs from this one only in
+    ``SP_SET_PARAMS``, or None: a condition that sees an SP set, real data (like the twin, whose files may change
+    under the same path), or none computed here."""
+    if condition not in SP_FREE or params.data_dir:
+        return None
+    record = sibling_record(condition, params, target)
+    if not record.is_file():
+        return None
+    folder = paths.cache_dir("cells") / json.loads(record.read_text())["folder"]
+    return folder if (folder / CELL_INFO).is_file() else None
+
+
 # parameters of the fine-tuning and of the SP set: the target's own results in a cell do not depend on them (the
 # seed does: it also seeds the attacks)
-FINETUNE_PARAMS = tuple(name for name in dict.fromkeys(("method", *finetune.RECIPE_PARAMS, *synthesis.SP_PARAMS,
-                                                        "transfer_domains")) if name != "seed")
+FINETUNE_PARAMS = tuple(name for name in dict.fromkeys(("method", *finetune.RECIPE_PARAMS, *SP_SET_PARAMS))
+                        if name != "seed")
 
 
 def target_results_dir(params: Params, target=None) -> Path:

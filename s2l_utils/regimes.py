@@ -50,6 +50,9 @@ COMPARED = (experiment.AFTER, experiment.EFFECT, "S2L - cross-domain", "S2L - re
 HEAVIEST = stats.class_metric("own_copies", 32)  # the most duplicated class of members (32 copies)
 MIA_ATTACKS = ("loss", "secmi_ldm", "pia")  # the attacks the figure and the paper's table show
 SHARDS_FILE = "shards.json"
+# who can lend a cell its model (the kinds a cell.json records; publish counts each as lent_by_<kind>): a lender
+# may be any finished cell of the same cache, in this shard or not, so a shard's model_seconds leave its time out
+LENDERS = {"twin": "the unshifted twin", "sibling": "a cell at other SP parameters"}
 WEIGHT_METHODS = "weight methods"  # a contrast pooled over the methods that change weights (no token)
 H1_MARGIN = 0.25  # copies per cell: a quarter of the target's own 32x rate (pre-registered refutation bound)
 # domains in which the target must copy for a copies verdict: with fewer, the cluster bootstrap leaves them all out
@@ -107,7 +110,8 @@ def publish(sweep_file: str | Path, folder: Path | None = None, allow_dirty: boo
     """Copy a finished shard's collected table (every point done) to ``folder/<shard>.parquet``, each run's rows
     labelled with the regime its own ``params.json`` records, and record in ``folder/shards.json`` the commit(s)
     the runs recorded (refused when unknown or "+dirty", unless ``allow_dirty``), the cells, the fine-tuned models,
-    how many of them the unshifted twin lent (``experiment.SHIFT_FREE``) and their evaluation seconds (each model's
+    how many of them the unshifted twin (``experiment.SHIFT_FREE``) or a cell at other SP parameters
+    (``experiment.SP_FREE``) lent, and their evaluation seconds (each model's
     ``cell.json``, refused when missing)."""
     shard = sweep.load_sweep(sweep_file)
     unfinished = [p for p in shard.points() if sweep.point_state(shard, p) != "done"]
@@ -139,7 +143,7 @@ def publish(sweep_file: str | Path, folder: Path | None = None, allow_dirty: boo
     record = shard_records(folder)
     record[shard.name] = {"commit": ", ".join(commits), "points": len(shard.points()),
                           "cells": int(table["cell"].nunique()), "finetuned_models": len(tuned),
-                          "lent_by_twin": sum(bool(m.get("twin")) for m in models),
+                          **{f"lent_by_{kind}": sum(bool(m.get(kind)) for m in models) for kind in LENDERS},
                           "model_seconds": round(sum(m["seconds"] for m in models)), "rows": len(table)}
     write_json(folder / SHARDS_FILE, record)
     log(f"published {shard.name}: {record[shard.name]} -> {out}")
@@ -588,9 +592,10 @@ def markdown(hypotheses: pd.DataFrame, summary_table: pd.DataFrame, shards: dict
                   "(its evidence names them): every verdict can change when the rest are in.", ""]
     for name in SHARDS + (CAPACITY, ZERO_KNOWLEDGE):
         record = shards.get(name)
-        lent = record.get("lent_by_twin") if record else 0
+        lent = "; ".join(f"{record[f'lent_by_{kind}']} lent by {lender}" for kind, lender in LENDERS.items()
+                         if record and record.get(f"lent_by_{kind}"))
         lines.append(f"- `{name}`: " + (f"{record['cells']} cells, {record['finetuned_models']} fine-tuned models"
-                                         + (f" ({lent} lent by the unshifted twin)" if lent else "") + ", "
+                                         + (f" ({lent})" if lent else "") + ", "
                                          f"{record['model_seconds'] / 3600:.1f} core-hours of model evaluation, "
                                          f"commit `{record['commit']}`" if record else "not run yet"))
     lines += ["", "| hypothesis | verdict | evidence |", "| --- | --- | --- |"]

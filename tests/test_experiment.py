@@ -309,6 +309,44 @@ def test_a_shifted_world_borrows_its_twins_models_and_gets_what_it_would_compute
     assert not (tmp_path / "other").exists()
 
 
+def test_cells_differing_only_in_sp_guidance_share_the_model_that_sees_no_sp_set(smoke_params, tmp_path,
+                                                                                  monkeypatch):
+    """The real-non-member control never sees an SP set: the first cell to finish it lends its fine-tune and
+    extraction matches to a cell at another SP guidance, which gets what it would compute; the S2L model, whose SP
+    set the guidance changes, and a cell of another recipe borrow nothing."""
+    monkeypatch.setenv("S2L_RUNS_DIR", str(tmp_path / "runs"))  # no sibling cached before this test
+    params = dataclasses.replace(smoke_params, method="dreambooth_lora", ft_steps=1, sp_size=4, sp_steps=2,
+                                 main_extraction_samples=2, attacks=["loss", "pia"], target_domain="")
+    other = dataclasses.replace(params, sp_guidance=params.sp_guidance + 2.0)
+    data = world.load_data(params)
+    target, _ = pretrain.pretrain_target(params, data, progress=False)
+    conditions = ["s2l", "real_nonmember"]
+    fresh = experiment.run_cell(other, data, target, tmp_path / "fresh", conditions, progress=False)
+    assert experiment.sibling_folder("real_nonmember", other, target) is None, "a folder outside the cache lends none"
+    first = experiment.cell_dir(params, target)
+    experiment.run_cell(params, data, target, first, conditions, progress=False)
+    assert experiment.sibling_folder("real_nonmember", other, target) == first / "real_nonmember"
+    assert experiment.sibling_folder("s2l", other, target) is None, "its SP set depends on the guidance"
+    for change in ({"ft_steps": 2}, {"nonmember_shift": 0.5}, {"data_dir": str(tmp_path)}):
+        assert experiment.sibling_folder("real_nonmember", dataclasses.replace(other, **change), target) is None, change
+    trained, generated = [], []
+    real_finetune, real_generate = finetune.finetune, suite.generate_for_domains
+    monkeypatch.setattr(finetune, "finetune", lambda *a, **k: trained.append(a[3].name) or real_finetune(*a, **k))
+    monkeypatch.setattr(suite, "generate_for_domains",
+                        lambda *a, **k: generated.append(1) or real_generate(*a, **k))
+    borrowed = experiment.run_cell(other, data, target, experiment.cell_dir(other, target), conditions,
+                                   progress=False)
+    assert trained == ["s2l"] and len(generated) == 1
+    for computed, lent in zip(fresh, borrowed):
+        pd.testing.assert_frame_equal(computed, lent, check_exact=True)
+    infos = {c: json.loads((experiment.cell_dir(other, target) / c / experiment.CELL_INFO).read_text())
+             for c in conditions}
+    assert infos["real_nonmember"]["sibling"] == f"{first.name}/real_nonmember"
+    assert infos["s2l"]["sibling"] is None
+    assert experiment.sibling_folder("real_nonmember", other, target) == first / "real_nonmember", \
+        "a borrower does not register itself"
+
+
 def test_report_numbers_come_from_the_table_and_the_readme_section_is_replaced(tmp_path):
     rows = []
     for method, delta in (("lora", 0.08), ("dreambooth", -0.02)):

@@ -145,11 +145,14 @@ def test_the_regime_notebook_reads_the_published_shard_and_judges_every_hypothes
     assert hypotheses["H1 memorisation"] != "pending" and hypotheses["H2 drift"] != "pending"
     record = json.loads((paths.data_dir() / "results" / "regimes" / regimes.SHARDS_FILE).read_text())
     shard = record["regimes_duplicated_lora_dreambooth"]
-    assert shard["cells"] == 2 and shard["finetuned_models"] == 4 and shard["model_seconds"] > 0  # s2l + control
-    assert shard["lent_by_twin"] == 0  # an unshifted world borrows nothing
+    assert shard["cells"] == 2 and shard["finetuned_models"] == 6 and shard["model_seconds"] > 0  # 3 conditions
+    assert shard["lent_by_twin"] == 0, "an unshifted world has no twin"
+    # notebook 11's smoke cell (SP guidance 3) lends its real-non-member model to both guidance values
+    assert shard["lent_by_sibling"] == 2
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["shards"] == ["regimes_duplicated_lora_dreambooth"] and metrics["draws_needed"] > 50
-    assert "| H2 drift |" in (folder / "regimes.md").read_text()
+    block = (folder / "regimes.md").read_text()
+    assert "| H2 drift |" in block and "6 fine-tuned models (2 lent by a cell at other SP parameters)" in block
     assert (Path(os.environ["S2L_FIGURES_DIR"]) / "smoke" / "regimes_effects.png").is_file()
 
 

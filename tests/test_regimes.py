@@ -387,7 +387,7 @@ def test_publish_refuses_uncommitted_runs_and_unknown_costs_then_labels_each_run
     with pytest.raises(FileNotFoundError, match="1 fine-tuned models lack"):
         regimes.publish(path, out, allow_dirty=True, log=lambda *a: None)
     info.parent.mkdir(parents=True)
-    info.write_text('{"seconds": 12.4}')
+    info.write_text('{"seconds": 12.4, "twin": null, "sibling": "another-cell/s2l"}')
     regimes.publish(path, out, allow_dirty=True, log=lambda *a: None)
     scores, matches, names = regimes.load(out)
     assert names == ["regimes_iid_lora_dreambooth"]
@@ -395,4 +395,4 @@ def test_publish_refuses_uncommitted_runs_and_unknown_costs_then_labels_each_run
     assert len(matches) == 2 * GENERATIONS and set(matches["condition"]) == {experiment.BEFORE, "s2l"}
     record = json.loads((out / regimes.SHARDS_FILE).read_text())["regimes_iid_lora_dreambooth"]
     assert (record["commit"], record["cells"], record["finetuned_models"], record["model_seconds"],
-            record["lent_by_twin"]) == ("abc123+dirty", 1, 1, 12, 0)
+            record["lent_by_twin"], record["lent_by_sibling"]) == ("abc123+dirty", 1, 1, 12, 0, 1)
