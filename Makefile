@@ -39,7 +39,8 @@ endif
 # the regime study (issue 13, notebook 15): two sweeps per world, each about 80 minutes on 2 cores with JOBS=2; a
 # finished shard is published to data/results/regimes/ (commit it), then 15 judges the pre-registered hypotheses
 # from every published shard. The i.i.d. shards need their own target (no duplicated members), pretrained first,
-# and so does H4's shard (a wider UNet), pre-registered to run after the grid: make regimes SHARDS=regimes_capacity.
+# and so do H4's two shards (a wider UNet), pre-registered to run after the grid:
+# make regimes SHARDS="regimes_capacity_lora_dreambooth regimes_capacity_ti_dblora".
 comma := ,
 REGIME_SHARDS := $(foreach world,regimes_duplicated regimes_iid regimes_duplicated_shift regimes_iid_shift,\
 	$(world)_lora_dreambooth $(world)_ti_dblora) regimes_zero_knowledge
@@ -48,7 +49,7 @@ SHARDS ?= $(REGIME_SHARDS)
 regimes: $(STAMP)  ## run the regime shards SHARDS (default the grid and zero-knowledge), publish each, then 15
 	$(PY) -m s2l_utils.run --profile mini 00 01
 	$(if $(filter regimes_iid%,$(SHARDS)),$(PY) -m s2l_utils.run --profile mini 01 -p "member_duplicates=[]")
-	$(if $(filter regimes_capacity,$(SHARDS)),$(PY) -m s2l_utils.run --profile mini 01 -p "unet_channels=[32$(comma)64]")
+	$(if $(filter regimes_capacity%,$(SHARDS)),$(PY) -m s2l_utils.run --profile mini 01 -p "unet_channels=[32$(comma)64]")
 	for shard in $(SHARDS); do $(PY) -m s2l_utils.sweep sweeps/$$shard.yaml --jobs $(JOBS) \
 		&& $(PY) -m s2l_utils.regimes publish sweeps/$$shard.yaml || exit 1; done
 	$(PY) -m s2l_utils.run --profile mini 15

@@ -36,8 +36,8 @@
 # **Shards.** The grid is run in eight shards, two per world (LoRA + DreamBooth, textual inversion +
 # DreamBooth+LoRA; `sweeps/regimes_*.yaml`, about 80 minutes each on 2 cores); a finished shard's raw scores and
 # matches are published to `data/results/regimes/` and committed with the commit that produced them (`make regimes
-# SHARDS=...`). H4's wider target (UNet widths 32-64, the duplicated world, SP guidance 3, all four methods) is one
-# more shard, `regimes_capacity`, run after the grid. This notebook reads whatever shards are published; a
+# SHARDS=...`). H4's wider target (UNet widths 32-64, the duplicated world, SP guidance 3, all four methods) takes
+# two more shards, `regimes_capacity_*`, run after the grid. This notebook reads whatever shards are published; a
 # hypothesis whose world is missing reads "pending", and the verdicts are marked interim until all eight are in.
 #
 # **Statistics.** As in 11: the cluster bootstrap (domains, then images and generations), the S2L effect against

@@ -16,7 +16,7 @@ preregistration.md``) from them, with the statistics of the main experiment (``s
 * ``h1_memorisation``, ``h2_drift``, ``h3_shift``, ``h4_capacity``: each hypothesis's verdict by its
   pre-registered rule, with the numbers it rests on; ``zero_knowledge``: the noise-only fine-tunes against the target.
 
-H4's shard (``CAPACITY``) attacks a wider target (UNet widths ``WIDE_CHANNELS``) of the duplicated world, labelled as
+H4's shards (``CAPACITY``) attack a wider target (UNet widths ``WIDE_CHANNELS``) of the duplicated world, labelled as
 a world of its own (``WIDE``): it shares the duplicated world's data, so both are estimated together and their
 effects contrasted cell by cell (``contrasts(..., "world", WIDE, DUPLICATED)``).
 """
@@ -39,7 +39,8 @@ WORLDS = ("regimes_duplicated", "regimes_iid", "regimes_duplicated_shift", "regi
 # each world in two shards of 6 points (about 80 minutes each on 2 cores), so that a session can finish and commit one
 SHARDS = tuple(f"{world}_{part}" for world in WORLDS for part in ("lora_dreambooth", "ti_dblora"))
 ZERO_KNOWLEDGE = "regimes_zero_knowledge"
-CAPACITY = "regimes_capacity"  # H4: the wider target, duplicated world, SP guidance 3, every method
+# H4: the wider target, duplicated world, SP guidance 3, every method (two shards: its cells cost about 3x the grid's)
+CAPACITY = tuple(f"regimes_capacity_{part}" for part in ("lora_dreambooth", "ti_dblora"))
 DUPLICATED, IID = "duplicated", "i.i.d."
 WIDE_CHANNELS = (32, 64)  # H4's wider target (pre-registered); the grid's targets have their profile's widths
 WIDE_MARK = f", UNet {WIDE_CHANNELS[0]}-{WIDE_CHANNELS[1]}"  # added to a world's label on the wider target
@@ -156,7 +157,7 @@ def shard_records(folder: Path | None = None) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def load(folder: Path | None = None, shards=SHARDS + (CAPACITY,)) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def load(folder: Path | None = None, shards=SHARDS + CAPACITY) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(scores, matches, names) of the published shards among ``shards`` in ``folder``; raises when none is."""
     folder = folder or results_dir()
     names = [name for name in shards if (folder / f"{name}.parquet").is_file()]
@@ -477,8 +478,8 @@ def h4_capacity(summary_table: pd.DataFrame, capacity: pd.DataFrame) -> dict:
     shown. Textual inversion is shown apart, both ends of its bracket; the evidence also reads H1 on the wider
     target."""
     if capacity.empty:
-        return _verdict("H4 capacity", "pending", f"needs the wider target's shard ({CAPACITY}) and the grid's "
-                                                  f"duplicated world at g = {H4_GUIDANCE:g}")
+        return _verdict("H4 capacity", "pending", f"needs the wider target's shards ({', '.join(CAPACITY)}) and "
+                                                  f"the grid's duplicated world at g = {H4_GUIDANCE:g}")
     at = capacity[(capacity["nonmember_shift"] == 0.0) & (capacity["sp_guidance"] == H4_GUIDANCE)]
     drift = _of(at, WEIGHT_METHODS, experiment.EFFECT, "nearest_median")
     if drift.empty:
@@ -590,7 +591,7 @@ def markdown(hypotheses: pd.DataFrame, summary_table: pd.DataFrame, shards: dict
         lines += [f"**Interim: {len(published)} of {len(SHARDS)} grid shards are published.** The Holm families hold "
                   "only the published regimes, and each verdict reads only the worlds and methods published so far "
                   "(its evidence names them): every verdict can change when the rest are in.", ""]
-    for name in SHARDS + (CAPACITY, ZERO_KNOWLEDGE):
+    for name in SHARDS + CAPACITY + (ZERO_KNOWLEDGE,):
         record = shards.get(name)
         lent = "; ".join(f"{record[f'lent_by_{kind}']} lent by {lender}" for kind, lender in LENDERS.items()
                          if record and record.get(f"lent_by_{kind}"))

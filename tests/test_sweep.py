@@ -184,7 +184,7 @@ def test_the_regime_shards_are_the_studys_and_differ_only_in_their_world():
     from s2l_utils import regimes
 
     assert sorted(p.stem for p in REGIME_SHARDS) == sorted([*regimes.SHARDS, regimes.ZERO_KNOWLEDGE,
-                                                            regimes.CAPACITY])
+                                                            *regimes.CAPACITY])
     grids = {p.stem: sweep.load_sweep(p) for p in REGIME_SHARDS if p.stem in regimes.SHARDS}
     worlds = {}
     for name, loaded in grids.items():
@@ -195,12 +195,14 @@ def test_the_regime_shards_are_the_studys_and_differ_only_in_their_world():
         assert fixed == {"seeds": [0, 1], "conditions": ["s2l", "cross_domain", "real_nonmember"]}, name
     assert set(worlds) == {((32, 16, 8, 4), 0.0), ((), 0.0), ((32, 16, 8, 4), 0.5), ((), 0.5)}
     assert all(sorted(m) == ["dreambooth", "dreambooth_lora", "lora", "textual_inversion"] for m in worlds.values())
-    # H4's shard: the grid's duplicated world and conditions on the wider target, at H4's guidance, every method
-    capacity = sweep.load_sweep(paths.repo_root() / "sweeps" / f"{regimes.CAPACITY}.yaml")
-    fixed = dict(capacity.fixed)
-    assert (tuple(fixed.pop("member_duplicates")), fixed.pop("nonmember_shift")) == ((32, 16, 8, 4), 0.0)
-    assert tuple(fixed.pop("unet_channels")) == regimes.WIDE_CHANNELS
-    assert fixed.pop("sp_guidance") == regimes.H4_GUIDANCE
-    assert fixed == {"seeds": [0, 1], "conditions": ["s2l", "cross_domain", "real_nonmember"]}
-    assert sorted(m for [m] in capacity.grid["methods"]) == ["dreambooth", "dreambooth_lora", "lora",
-                                                             "textual_inversion"]
+    # H4's shards: the grid's duplicated world and conditions on the wider target, at H4's guidance, every method
+    methods = []
+    for name in regimes.CAPACITY:
+        capacity = sweep.load_sweep(paths.repo_root() / "sweeps" / f"{name}.yaml")
+        fixed = dict(capacity.fixed)
+        assert (tuple(fixed.pop("member_duplicates")), fixed.pop("nonmember_shift")) == ((32, 16, 8, 4), 0.0)
+        assert tuple(fixed.pop("unet_channels")) == regimes.WIDE_CHANNELS
+        assert fixed.pop("sp_guidance") == regimes.H4_GUIDANCE
+        assert fixed == {"seeds": [0, 1], "conditions": ["s2l", "cross_domain", "real_nonmember"]}, name
+        methods += [m for [m] in capacity.grid["methods"]]
+    assert sorted(methods) == ["dreambooth", "dreambooth_lora", "lora", "textual_inversion"]
