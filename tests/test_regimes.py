@@ -290,6 +290,20 @@ def test_the_shift_hypothesis_pairs_each_cell_with_its_iid_twin():
     assert regimes.h3_shift(both_up, blind.reset_index(), shift)["verdict"] == "not shown"
     blind_blind = blind.reset_index().assign(lo=0.4)
     assert regimes.h3_shift(summary, blind_blind, shift)["verdict"] == "not shown"
+    # S2L - real non-member is judged on its own (weight methods; a token method's is an end of its own bracket):
+    # with every own-control effect "no change", it alone confirms, and the verdict says so
+    def as_real_nonmember(table):
+        return table[table["comparison"] == experiment.EFFECT].assign(comparison=regimes.REAL_NONMEMBER)
+
+    flat_own = summary.assign(verdict=summary["verdict"].where(summary["comparison"] != experiment.EFFECT,
+                                                               "no change"))
+    h3 = regimes.h3_shift(pd.concat([flat_own, as_real_nonmember(summary)]), blind.reset_index(),
+                          pd.concat([shift, as_real_nonmember(shift)]))
+    assert h3["verdict"] == ("confirmed (against the real-non-member control; not shown against each method's own "
+                             "control)")
+    own, real = h3["evidence"].split("against the real-non-member control: ")
+    assert "against each method's own control: 0 of" in own and "g = 7.5 lora loss" in real
+    assert "textual_inversion" not in real
 
 
 def test_nothing_is_confirmed_when_s2l_is_its_control():
