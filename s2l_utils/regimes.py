@@ -455,7 +455,7 @@ def h3_shift(summary_table: pd.DataFrame, blind_auc: pd.DataFrame, shift: pd.Dat
     keys = ["world", "sp_guidance", "method", "attack"]
     strength = summary_table[summary_table["metric"] == stats.STRENGTH]
     judged, confirming, excluding, parts = [], [], 0, []
-    for comparison, against in H3_COMPARISONS.items():
+    for comparison, against in H3_COMPARISONS.items() if len(strength) else ():
         own = comparison == experiment.EFFECT
 
         def per_method(table):  # a token method's real-non-member comparison is an end of its own bracket
@@ -480,6 +480,8 @@ def h3_shift(summary_table: pd.DataFrame, blind_auc: pd.DataFrame, shift: pd.Dat
                                          for w, g, m, a in found) + ")" if found else "")
                      + f"; {crossing} of {len(contrast)} paired contrasts (shift 0.5 − 0, uncorrected) exclude 0")
     evidence = f"blind AUC {blind_text}. " + ". ".join(parts) + "."
+    if not judged:
+        return _verdict("H3 shift", "pending", f"blind AUC {blind_text}; no MIA comparison published on both sides")
     if confirming and blind_ok:
         others = [a for a in judged if a not in confirming]
         return _verdict("H3 shift", "confirmed" + (f" ({', '.join(confirming)}; not shown {', '.join(others)})"

@@ -304,6 +304,9 @@ def test_the_shift_hypothesis_pairs_each_cell_with_its_iid_twin():
     own, real = h3["evidence"].split("against the real-non-member control: ")
     assert "against each method's own control: 0 of" in own and "g = 7.5 lora loss" in real
     assert "textual_inversion" not in real
+    assert experiment.ALL_METHODS not in real and regimes.WEIGHT_METHODS not in real, "pooled rows are no method"
+    no_mia = summary[summary["metric"] != stats.STRENGTH]
+    assert regimes.h3_shift(no_mia, blind.reset_index(), shift)["verdict"] == "pending", "nothing judged: no verdict"
 
 
 def test_nothing_is_confirmed_when_s2l_is_its_control():
