@@ -72,17 +72,23 @@ DEVIATIONS = (
     "H2 is judged on the guidance contrast pooled over the weight methods (LoRA, DreamBooth, DreamBooth+LoRA); "
     "textual inversion is shown apart, because its real-non-member control does not depend on the guidance. Its "
     "second condition is read as \"S2L's effect at g = 1 is not smaller than at 7.5\": no 7.5 − 1 contrast of it "
-    "lies wholly above 0.",
+    "lies wholly above 0. Its verdict also says whether any such contrast lies wholly below 0, which the claim's "
+    "\"and so lower extraction and MIA\" needs and the rule does not ask. It is judged in each unshifted world "
+    "apart and stands only where the worlds agree (the pre-registration names no world).",
     "Where a hypothesis's own refutation rule (\"CI around 0\") and the shared rule (the opposite verdict, or CIs "
     "that exclude the predicted size) disagree, the verdict gives both.",
     "The zero-knowledge shake (issue 13, item 3) is exploratory: the pre-registration does not name it.",
-    f"Copies are judged only where the target copies in at least {MIN_COPYING_DOMAINS} domains: with fewer, every "
-    "bootstrap CI of a copies effect reaches 0 by construction, so H1 is \"not testable\" and H2's copies term is "
-    "left out (both state it). H1's literal refutation rule (every CI below +0.25) would read \"refuted\" there.",
+    f"Copies are judged only where the target copies in at least {MIN_COPYING_DOMAINS} domains: with fewer, more "
+    "than 2.5% of the bootstrap draws of 8 domains leave out every copying domain ((7/8)^8 = 0.34 with one, "
+    "(6/8)^8 = 0.10 with two; (5/8)^8 = 0.023 with three), so a 95% CI of a copies effect reaches 0 unless a "
+    "fine-tune copies where the target does not. H1 is then \"not testable\" and H2's copies "
+    "term is left out (both state it). H1's literal refutation rule (every CI below +0.25) would read \"refuted\" there.",
     "H3's \"some MIA effect\" is read on both comparisons its measure names, each judged apart, and the verdict "
     "names those that confirm: the S2L effect against each method's own control (token methods bracketed) and "
     "S2L − real non-member (weight methods; for textual inversion it is one end of its bracket). Notebook 15 read "
-    "the first alone until 6 of 8 shards were in, when a referee pointed out that the pre-registration measures both.",
+    "the first alone until 6 of 8 shards were in, when a referee pointed out that the pre-registration measures both. "
+    "Its \"i.i.d. world\" is read as the same duplication world at shift 0, which shares the target and the "
+    "members as its measure says, not the grid's world without duplicated members.",
     "H4's wider target is pretrained with the grid's recipe (1600 steps of batch 32), so the UNet width is its one "
     "difference; the pre-registration's cost line quoted a 2000-step prototype. H4 is judged on the contrast "
     "pooled over the weight methods, whose control (the cross-domain fine-tune) sees no real image of the domain; "
@@ -356,7 +362,8 @@ def h1_memorisation(summary_table: pd.DataFrame) -> dict:
     x guidance with a Holm-surviving "up", bracketed for token methods), and nothing rises in the i.i.d. world
     (bracketed too); refuted when every duplicated-world effect is "down" or "no change" with its CI below
     ``H1_MARGIN`` copies per cell. Not testable where the target copies in fewer than ``MIN_COPYING_DOMAINS``
-    domains: then every CI reaches 0 by construction."""
+    domains: then more than 2.5% of the bootstrap draws leave every copying domain out, so a CI reaches 0
+    whatever S2L does there."""
     rows = _select(summary_table, DUPLICATED, attack=stats.EXTRACTION, metric=HEAVIEST)
     dup = bracketed(rows)
     if dup.empty:
@@ -386,6 +393,16 @@ def h1_memorisation(summary_table: pd.DataFrame) -> dict:
     return _verdict("H1 memorisation", "not shown", evidence)
 
 
+def _h2_confirmed(lower_at_75: dict[str, list[str]]) -> str:
+    """H2's "confirmed", saying whether the mechanism it names shows: the rule asks only that guidance order the
+    drift and that S2L's effect at g = 1 be no smaller, so the claim that drift *lowers* extraction and MIA needs
+    a 7.5 − 1 contrast wholly below 0 (``lower_at_75``: such attacks and metrics per world)."""
+    lower = "; ".join(f"{world} world: {', '.join(names)}" for world, names in lower_at_75.items() if names)
+    if lower:
+        return f"confirmed (guidance orders the drift; S2L's effect is lower at g = 7.5 on {lower})"
+    return "confirmed (guidance orders the drift; that the drift lowers extraction and MIA is not shown)"
+
+
 def h2_drift(summary_table: pd.DataFrame, guidance: pd.DataFrame) -> dict:
     """H2, from the guidance contrast (the per-cell effect at 7.5 minus that at 1), pooled over the weight
     methods (a token method's control does not depend on the guidance; it is shown apart): confirmed when the
@@ -397,7 +414,7 @@ def h2_drift(summary_table: pd.DataFrame, guidance: pd.DataFrame) -> dict:
         return _verdict("H2 drift", "pending", "needs SP guidance 1 and 7.5 in a published shard")
     unshifted = guidance[guidance["nonmember_shift"] == 0.0]
     judge_copies = copying_domains(summary_table) >= MIN_COPYING_DOMAINS
-    parts, verdicts = [], []
+    parts, verdicts, lower_at_75 = [], [], {}
     for world in dict.fromkeys(unshifted["world"]):
         rows = unshifted[unshifted["world"] == world]
         drift = _of(rows, WEIGHT_METHODS, experiment.EFFECT, "nearest_median")
@@ -408,6 +425,7 @@ def h2_drift(summary_table: pd.DataFrame, guidance: pd.DataFrame) -> dict:
         mia = _of(rows, WEIGHT_METHODS, experiment.EFFECT, stats.STRENGTH)
         judged = pd.concat([copies, mia]) if judge_copies else mia
         smaller_at_1 = [f"{r['attack']} {r['metric']}" for _, r in judged.iterrows() if r["lo"] > 0]
+        lower_at_75[world] = [f"{r['attack']} {r['metric']}" for _, r in judged.iterrows() if r["hi"] < 0]
         if pd.isna(row["lo"]) or pd.isna(row["hi"]):
             verdicts.append("not shown (the drift contrast is undefined)")
         elif row["lo"] > 0:
@@ -431,7 +449,8 @@ def h2_drift(summary_table: pd.DataFrame, guidance: pd.DataFrame) -> dict:
     if not verdicts:
         return _verdict("H2 drift", "pending", "no weight method has both guidance settings")
     verdict = verdicts[0] if len(set(verdicts)) == 1 else "not shown (the worlds disagree)"
-    return _verdict("H2 drift", verdict, ". ".join(parts) + ".")
+    return _verdict("H2 drift", _h2_confirmed(lower_at_75) if verdict == "confirmed" else verdict,
+                    ". ".join(parts) + ".")
 
 
 # H3's two measured MIA comparisons (pre-registered): each method's S2L effect against its own control (token

@@ -137,13 +137,26 @@ def test_each_regime_summary_says_how_many_domains_agree(analysed):
     assert row["p_sign_flip"] == pytest.approx(2 / 64)  # the floor for 6 domains
 
 
+DRIFT_ONLY = "confirmed (guidance orders the drift; that the drift lowers extraction and MIA is not shown)"
+
+
 def test_the_hypotheses_follow_their_preregistered_rules(analysed):
     scores, _, summary, guidance = analysed
     h1 = regimes.h1_memorisation(summary)
     assert h1["verdict"] == "confirmed" and "g = 1: lora +10.000" in h1["evidence"]
     assert "The target copies 2.000 32x members per cell" in h1["evidence"]
     h2 = regimes.h2_drift(summary, guidance)
-    assert h2["verdict"] == "confirmed" and "+0.300 [+0.300, +0.300]" in h2["evidence"]
+    # the planted copies (+10 at g = 1, -2 at 7.5) and loss effects fall with guidance: the mechanism shows
+    assert h2["verdict"] == ("confirmed (guidance orders the drift; S2L's effect is lower at g = 7.5 on duplicated "
+                             f"world: extraction {regimes.HEAVIEST}, loss {stats.STRENGTH}; i.i.d. world: loss "
+                             f"{stats.STRENGTH})") and "+0.300 [+0.300, +0.300]" in h2["evidence"]
+    # with those contrasts around 0 only the drift's ordering is confirmed
+    flat = guidance.copy()
+    lowered = (flat["comparison"] == experiment.EFFECT) & (flat["method"] == regimes.WEIGHT_METHODS) & (
+        flat["hi"] < 0) & flat["metric"].isin([regimes.HEAVIEST, stats.STRENGTH])
+    assert lowered.sum() == 3
+    flat.loc[lowered, ["delta", "lo", "hi"]] = [0.0, -0.1, 0.1]
+    assert regimes.h2_drift(summary, flat)["verdict"] == DRIFT_ONLY
     # without the i.i.d. world H1 cannot be confirmed
     assert regimes.h1_memorisation(summary[summary["world"] == regimes.DUPLICATED])["verdict"].startswith("not shown")
     blind = regimes.blind_by_world(scores, n_bootstrap=200)
@@ -264,7 +277,9 @@ def test_h2_reads_a_ci_around_zero_under_both_rules_and_checks_that_s2l_is_not_s
     # where the target copies in too few domains the copies term is not judged (every CI reaches 0 by construction)
     one_copier = summary.assign(domains_reference=1)
     h2 = regimes.h2_drift(one_copier, duplicated)
-    assert h2["verdict"] == "confirmed" and "not judged: too few copying domains" in h2["evidence"]
+    # (so the mechanism it names rests on the loss attack alone: the copies, lower at 7.5, are not judged)
+    assert h2["verdict"] == ("confirmed (guidance orders the drift; S2L's effect is lower at g = 7.5 on duplicated "
+                             f"world: loss {stats.STRENGTH})") and "not judged: too few copying domains" in h2["evidence"]
 
 
 def test_the_shift_hypothesis_pairs_each_cell_with_its_iid_twin():
