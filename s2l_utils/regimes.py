@@ -207,9 +207,13 @@ def _analysed(metric: str) -> bool:
 
 def draws_needed(summary_table: pd.DataFrame) -> int:
     """The bootstrap draws that let an estimate survive Holm in the largest family of ``summary_table``: the
-    smallest p-value, 2 / (draws + 1), must lie below alpha / (family size)."""
+    smallest p-value, 2 / (draws + 1), must lie below alpha / (family size). A world on another target (H4's)
+    forms families of its own, as in ``summary``."""
     judged = summary_table[summary_table["p_adjusted"].notna()]
-    family = judged.groupby(["comparison", judged["metric"].map(stats.verdict_family)]).size().max()
+    keys = [judged["comparison"], judged["metric"].map(stats.verdict_family)]
+    if "world" in judged:
+        keys.append(judged["world"] == judged["world"].map(data_of))
+    family = judged.groupby(keys).size().max()
     return int(np.ceil(2 * family / stats.ALPHA))
 
 

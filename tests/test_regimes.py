@@ -348,6 +348,11 @@ def test_the_draws_needed_let_the_largest_family_pass_holm():
     table = pd.DataFrame({"comparison": ["e"] * 5, "metric": ["advantage"] * 3 + ["nearest_median", "auc"],
                           "p_adjusted": [0.1, 0.2, 0.3, 0.4, np.nan]})
     assert regimes.draws_needed(table) == 120  # 3 verdicts: 2 / (draws + 1) < 0.05 / 3
+    # rows of the wider target are judged in families of their own: they do not enlarge the grid's
+    worlds = table.assign(world=regimes.DUPLICATED)
+    both = pd.concat([worlds, worlds.assign(world=regimes.WIDE)])
+    assert regimes.draws_needed(both) == 120
+    assert regimes.draws_needed(pd.concat([worlds, worlds.assign(world=regimes.IID)])) == 240
 
 
 def test_the_regime_figure_has_a_row_per_world_and_a_column_per_panel(analysed):
