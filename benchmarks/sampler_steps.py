@@ -27,12 +27,12 @@ def heaviest_member(data: world.ImageFolderData, domain: str) -> pd.Series:
     return rows[rows["domain"] == domain].sort_values("duplicates", ascending=False).iloc[0]
 
 
-def copies_by_steps(params, data, target, domain: str, threshold: float, steps=(10, 50), samples: int = 64):
-    """Per step count: generations of ``domain``'s prompt that copy its heaviest member, and their median
-    distance to the nearest training image (extraction's noise stream and guidance)."""
+def copies_by_steps(params, data, target, member: pd.Series, threshold: float, steps=(10, 50), samples: int = 64):
+    """Per step count: generations of ``member``'s domain prompt that copy it, and their median distance to the
+    nearest training image (extraction's noise stream and guidance)."""
+    domain = member["domain"]
     training_rows = data.pretraining_set()
     training = data.load_images(training_rows, params.image_size)
-    member = heaviest_member(data, domain)
     index = training_rows.index[training_rows["file_name"] == member["file_name"]][0]
     out = []
     for n in steps:
@@ -78,7 +78,7 @@ def main():
     member = heaviest_member(data, args.domain)
     print(f"{args.domain}: heaviest member {member['file_name']} ({member['duplicates']}x), threshold "
           f"{threshold:.4f}, guidance {params.guidance_scale:g}")
-    print(copies_by_steps(params, data, target, args.domain, threshold).to_string(index=False), flush=True)
+    print(copies_by_steps(params, data, target, member, threshold).to_string(index=False), flush=True)
     if not args.cells:
         return
     for method in args.methods.split(","):
