@@ -53,13 +53,16 @@ from .config import ConfigError, Params
 CONDITIONS = ("s2l", "cross_domain", "real_nonmember", "domain_transfer")
 CONTROL = "control"  # in a list of conditions or a comparison: the method's own control (``control_of``)
 BEFORE = "target"
+# comparison keys: the values of a table's ``comparison`` column (committed tables hold them: never rename one)
 AFTER, EFFECT = "after - before", "S2L effect (S2L - control)"
-COMPARISONS = {  # name: (model, reference); EFFECT's reference is resolved per method
+VS_CROSS_DOMAIN, VS_REAL_NONMEMBER = "S2L - cross-domain", "S2L - real non-member"
+TRANSFER = "DomainTrans - S2L"
+COMPARISONS = {  # key: (model, reference); EFFECT's reference is resolved per method
     AFTER: ("s2l", BEFORE),
     EFFECT: ("s2l", CONTROL),
-    "S2L - cross-domain": ("s2l", "cross_domain"),
-    "S2L - real non-member": ("s2l", "real_nonmember"),
-    "DomainTrans - S2L": ("domain_transfer", "s2l"),
+    VS_CROSS_DOMAIN: ("s2l", "cross_domain"),
+    VS_REAL_NONMEMBER: ("s2l", "real_nonmember"),
+    TRANSFER: ("domain_transfer", "s2l"),
 }
 CELL_SCORES, CELL_EXTRACTION, CELL_INFO = "scores.parquet", "extraction.parquet", "cell.json"
 

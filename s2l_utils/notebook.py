@@ -29,6 +29,17 @@ METRICS_FILE = "metrics.json"
 _VERSIONED = ("torch", "diffusers", "transformers", "peft", "accelerate", "numpy", "pandas")
 
 
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    return path
+
+
 def write_json(path: Path, payload) -> None:
     """Write JSON through a temporary file and a rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,8 +57,8 @@ def _jsonable(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-# what the notebooks themselves write into the repository: changes there do not make the code "dirty"
-GENERATED_OUTPUTS = ("figures", "data/results", "README.md")
+# what publishing writes into the repository: changes there do not make the code "dirty"
+GENERATED_OUTPUTS = ("figures", "data/results", "docs/results")
 
 
 def git_commit() -> str | None:
@@ -113,6 +124,7 @@ class Run:
 
     @property
     def figures_dir(self) -> Path:
+        """Where ``publish_figures`` puts this run's figures: ``figures/<results_name>/``."""
         return paths.figures_dir() / results_name(self.profile)
 
     @property
@@ -126,11 +138,24 @@ class Run:
         return list(dict.fromkeys(roots))
 
     def savefig(self, fig, name: str) -> Path:
-        """Save ``fig`` as ``<name>.png`` in the run folder and in ``figures/<profile>/``."""
-        out = self.figures_dir / f"{name}.png"
-        for folder in (self.dir / "figures", self.figures_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-            fig.savefig(folder / f"{name}.png", dpi=130, bbox_inches="tight")
+        """Save ``fig`` as ``<run>/figures/<name>.png`` and return that path; nothing outside the run folder."""
+        folder = self.dir / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        fig.savefig(folder / f"{name}.png", dpi=130, bbox_inches="tight")
+        return folder / f"{name}.png"
+
+    def publish_figures(self, figures) -> list[Path]:
+        """Copy figures (paths, e.g. from ``savefig`` of this run or a sibling run) into ``figures_dir``, each
+        atomically; returns the published paths in the same order."""
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        out = []
+        for figure in map(Path, figures):
+            target = self.figures_dir / figure.name
+            fd, tmp = tempfile.mkstemp(prefix=f".{figure.name}-", dir=self.figures_dir)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(figure.read_bytes())
+            os.replace(tmp, target)
+            out.append(target)
         return out
 
     def save_table(self, df, name: str) -> Path:

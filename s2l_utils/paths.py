@@ -44,8 +44,18 @@ def runs_dir() -> Path:
 
 
 def figures_dir() -> Path:
-    """Figures the notebooks draw, one sub-folder per profile."""
+    """Published figures, one sub-folder per profile (a run keeps its own under ``<run>/figures``)."""
     return _root("S2L_FIGURES_DIR", "figures")
+
+
+def docs_dir() -> Path:
+    """The long-form documentation; ``docs/results/<study>.md`` holds each study's published results page."""
+    return repo_root() / "docs"
+
+
+def results_page(study: str) -> Path:
+    """Where a study's published results page lives: ``docs/results/<study>.md``."""
+    return docs_dir() / "results" / f"{study}.md"
 
 
 def notebooks_dir() -> Path:
