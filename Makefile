@@ -9,7 +9,10 @@ TORCH_PIP_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.s2l-installed
 
-.PHONY: install reproduce regimes test test-fast lab bench sync clean
+.PHONY: help install main reproduce publish regimes test test-fast lint lab bench sync clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,14 +32,20 @@ SWEEPS_mini := sweeps/mini_main.yaml
 SWEEPS_full := sweeps/full_main.yaml sweeps/full_transfer.yaml
 JOBS ?= 2
 
-reproduce: $(STAMP)  ## run PROFILE's notebooks (default mini; full and sd: all) into runs/PROFILE/
+main: $(STAMP)  ## run PROFILE's notebooks (default mini; full and sd: all) into runs/PROFILE/, writing nothing else
 ifneq ($(SWEEPS_$(PROFILE)),)
 	$(PY) -m s2l_utils.run --profile $(PROFILE) 00 01
 	for sweep in $(SWEEPS_$(PROFILE)); do $(PY) -m s2l_utils.sweep $$sweep --jobs $(JOBS) || exit 1; done
 endif
 	$(PY) -m s2l_utils.run --profile $(PROFILE) $(NOTEBOOKS)
 
-# the regime study (issue 13, notebook 15): two sweeps per world, each about 80 minutes on 2 cores with JOBS=2; a
+reproduce: main  ## the main job: run PROFILE, then compare its tables with the committed ones (non-zero if a verdict flips)
+	$(PY) -m s2l_utils.check --profile $(PROFILE)
+
+publish: main  ## for maintainers: run PROFILE, then write its tables, results page and figures into the repository
+	$(PY) -m s2l_utils.run --profile $(PROFILE) 14 -p publish=true --force
+
+# the regime study (notebook 15): two sweeps per world, each about 80 minutes on 2 cores with JOBS=2; a
 # finished shard is published to data/results/regimes/ (commit it), then 15 judges the pre-registered hypotheses
 # from every published shard. The i.i.d. shards need their own target (no duplicated members), pretrained first,
 # and so do H4's two shards (a wider UNet), pre-registered to run after the grid:
@@ -52,7 +61,7 @@ regimes: $(STAMP)  ## run the regime shards SHARDS (default the grid and zero-kn
 	$(if $(filter regimes_capacity%,$(SHARDS)),$(PY) -m s2l_utils.run --profile mini 01 -p "unet_channels=[32$(comma)64]")
 	for shard in $(SHARDS); do $(PY) -m s2l_utils.sweep sweeps/$$shard.yaml --jobs $(JOBS) \
 		&& $(PY) -m s2l_utils.regimes publish sweeps/$$shard.yaml || exit 1; done
-	$(PY) -m s2l_utils.run --profile mini 15
+	$(PY) -m s2l_utils.run --profile mini 15 -p publish=true --force
 
 test: $(STAMP)  ## the whole test suite, notebooks included (offline)
 	$(PY) -m pytest
@@ -60,8 +69,11 @@ test: $(STAMP)  ## the whole test suite, notebooks included (offline)
 test-fast: $(STAMP)  ## the package tests only
 	$(PY) -m pytest -m "not notebooks"
 
-lab: $(STAMP)  ## JupyterLab on notebooks/
-	$(VENV)/bin/jupyter lab notebooks/
+lint: $(STAMP)  ## ruff over the package, tests, benchmarks and the notebooks' .py twins
+	$(VENV)/bin/ruff check .
+
+lab: $(STAMP)  ## JupyterLab on notebooks/ (as root too: docker, clusters, Colab-like images)
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)  ## throughput of the miniature target on this machine
 	$(PY) benchmarks/bench_target.py

@@ -21,21 +21,11 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/s2l-research/s2l/blob/main/notebooks/14_report.ipynb)
 #
 # Built only from result tables, those of notebooks 11-13 or a sweep's collected table (`report_results`);
-# nothing is recomputed from models: the paper-shaped main table, the figures, and each claim of the paper
-# next to what was measured, with numbers. A sweep's summary is recomputed from its collected raw scores and
-# extraction matches, through the same code as notebook 11.
-#
-# How a claim is judged: membership inference on attack strength |AUC − 0.5| (an attack below 0.5 moving towards
-# 0.5 gets weaker), extraction on copies of the attacked domain's own members. An estimate is "up" or "down"
-# only when its bootstrap p-value, corrected for multiplicity (`multiplicity`) within its family (one comparison
-# and metric over every method x attack), is below 5%. A claim agrees "partly" only when its ups exceed both its
-# downs and chance (2.5% of the estimates each way); "yes" needs more than half up. The S2L effect is S2L minus
-# the method's control: the cross-domain one for methods that change weights, the real-non-member one (a token
-# for this domain trained on its real photos that were never in pre-training) for token methods (notebook 11). Beside the MIA numbers stands the blind baseline's AUC (no model: how far
-# members and non-members differ by themselves); extraction is also broken down by how often a member appears in
-# pre-training, and the drift says whether S2L moved the domain's generations towards the training data or away
-# from it. With `publish`, the section goes into the README (between this profile's markers) and the summary tables into
-# `data/results/<profile>/`, so readers see them without rerunning.
+# nothing is recomputed from models: the paper-shaped main table, the figures, and each claim of the paper next
+# to what was measured, with numbers (the verdict rule: `docs/attacks.md`). The run keeps its tables in
+# `tables/` and its page in `results.md`; `python -m s2l_utils.check` compares them with the committed ones.
+# With `publish`, the tables go to `data/results/<profile>/`, the page to `docs/results/<profile>.md` and the
+# figures of every run it read to `figures/<profile>/`.
 
 # %%
 # Colab: install this repository into the running kernel (does nothing elsewhere).
@@ -50,7 +40,7 @@ if "google.colab" in sys.modules:
 profile = "mini"  # smoke | mini | full | sd, or a YAML file: sizes for every parameter left at None
 run_dir = ""  # where this run writes; empty means runs/<profile>/14_report
 report_results = None  # a sweep's collected results.parquet; empty means this profile's runs of 11-13
-publish = None  # write the README section and data/results/<profile>/
+publish = None  # write the tables, the page and the figures where the repository keeps them
 n_bootstrap = None  # a sweep's summary: bootstrap draws per confidence interval and p-value
 multiplicity = None  # a sweep's summary: correction of the verdicts for multiple comparisons: holm | bh
 
@@ -59,7 +49,7 @@ import os
 
 import pandas as pd
 
-from s2l_utils import experiment, notebook, paths, plots, report, stats
+from s2l_utils import check, experiment, notebook, plots, report, stats
 
 run = notebook.start("14_report", profile, run_dir, report_results=report_results, publish=publish,
                      n_bootstrap=n_bootstrap, multiplicity=multiplicity)
@@ -72,7 +62,8 @@ print("result tables found:", ", ".join(tables))
 main_table = experiment.paper_table(tables["main"], attacks=[a for a in params.attacks if a != "secmi_paper"],
                                     blind_auc=tables.get("blind"))
 figures = [run.savefig(plots.effect_forest(tables["main"], stats.STRENGTH,
-                                           [report.AFTER, report.EFFECT, "S2L - cross-domain", "S2L - real non-member"],
+                                           [experiment.AFTER, experiment.EFFECT, experiment.VS_CROSS_DOMAIN,
+                                            experiment.VS_REAL_NONMEMBER],
                                            title="S2L: change of membership-inference strength |AUC − 0.5| (95% CI)"),
                        "report_s2l_effect"),
            run.savefig(plots.effect_panels(experiment.effect_panels(tables["main"]),
@@ -80,7 +71,7 @@ figures = [run.savefig(plots.effect_forest(tables["main"], stats.STRENGTH,
                        "report_s2l_overview")]
 if "ablations" in tables:
     levels = tables["ablations"][(tables["ablations"]["ablation"] == "sp_level")
-                                 & tables["ablations"]["comparison"].isin([report.AFTER, report.EFFECT])]
+                                 & tables["ablations"]["comparison"].isin([experiment.AFTER, experiment.EFFECT])]
     figures.append(run.savefig(plots.ablation_lines(levels, "sp_level", stats.STRENGTH,
                                                     title="S2L effect on attack strength by prior knowledge"),
                                "report_prior_knowledge"))
@@ -92,7 +83,7 @@ if "map" in tables:
                                        f"report_map_{attack}"))
 if "transfer" in tables:
     figures.append(run.savefig(plots.effect_forest(tables["transfer"], stats.STRENGTH,
-                                                   [report.EFFECT, report.TRANSFER],
+                                                   [experiment.EFFECT, experiment.TRANSFER],
                                                    title="S2L-DomainTrans vs S2L: change of attack strength"),
                                "report_domain_transfer"))
 main_table.round(3)
@@ -107,18 +98,14 @@ experiment.drift_table(tables["main"]).round(3)
 pd.DataFrame(report.verdicts(tables))
 
 # %%
-readme = paths.repo_root() / "README.md"
 name = notebook.results_name(profile)  # a sweep's report publishes under the sweep's profile
-relative = [os.path.relpath(f, readme.parent) for f in figures]
-text = report.markdown(tables, name, main_table, notebook.git_commit(), relative)
-(run.dir / "results.md").write_text(text)
+commit = notebook.git_commit()
+page = lambda links: report.markdown(tables, name, main_table, commit, links)
+text = page([os.path.relpath(f, run.dir) for f in figures])
+notebook.write_text(run.dir / "results.md", text)
+report.write_tables(tables, run.dir / check.TABLES_DIR)
 if params.publish:
-    report.write_section(readme, name, text)
-    published = paths.data_dir() / "results" / name
-    published.mkdir(parents=True, exist_ok=True)
-    for table_name, table in tables.items():
-        table.to_csv(published / f"{table_name}.csv", index=False)
-    print(f"wrote the results section into {readme} and the tables into {published}")
+    report.publish(run, tables, page)
 print(text)
 
 # %%

@@ -58,9 +58,9 @@ class Params:
                                    "bare-name LAION alt-texts; 0 = none)")
     varied_captions: bool = _p(True, "world captions other than name-only carry the expression, the background or "
                                "both (uniformly), as web captions vary in detail; false = all carry both")
-    member_duplicates: list[int] = _p([32, 16, 8, 4], "copies of the first members of every private domain in the pre-training "
-                                      "set, e.g. [32, 16, 8, 4] (exact re-uploads, as LAION duplicates the images SD "
-                                      "memorises); the other members once; empty = every member once")
+    member_duplicates: list[int] = _p([32, 16, 8, 4], "copies of the first members of every private domain in the "
+                                      "pre-training set, e.g. [32, 16, 8, 4] (exact re-uploads, as LAION duplicates the "
+                                      "images SD memorises); the other members once; empty = every member once")
     nonmember_shift: float = _p(0.0, "how far private non-members come from another photo distribution (another "
                                 "camera or year: colour cast, contrast, tighter framing, darker cluttered "
                                 "backgrounds), in [0, 1]; 0 = the members' distribution")
@@ -154,9 +154,11 @@ class Params:
     ablation_lrs: list[float] = _p([1e-5, 1e-4, 1e-3], "12: fine-tuning learning rates")
     map_lrs: list[float] = _p([1e-6, 1e-4, 1e-2], "12, S2L map: learning rates (down to the paper's gentle 1e-6)")
     map_steps: list[int] = _p([50, 400], "12, S2L map: fine-tuning steps")
-    map_pretrain_steps: list[int] = _p([1600], "12, S2L map: pretraining steps of the target (how strongly it memorised)")
+    map_pretrain_steps: list[int] = _p([1600], "12, S2L map: pretraining steps of the target (how strongly it "
+                                       "memorised)")
     report_results: str = _p("", "14: a sweep's collected results.parquet to report on; empty = this profile's runs")
-    publish: bool = _p(True, "14: write the results section into README.md and the tables into data/results/")
+    publish: bool = _p(False, "14, 15: write the tables, the results page and the figures where the repository "
+                              "keeps them (data/results/, docs/results/, figures/); otherwise only runs/ is written")
     regimes_results: str = _p("", "15: folder of the published regime shards; empty = data/results/regimes")
     regimes_bootstrap: int = _p(10000, "15: bootstrap draws of the regime study, whose Holm families span methods x "
                                 "regimes: up to 240 verdicts need 2/(draws+1) < 0.05/240")
@@ -217,7 +219,7 @@ def _coerce(name: str, value):
         raise ConfigError(f"parameter {name!r} must be a list of {item.__name__}, got {value!r}")
     if expected is float:
         value = _as_float(value)
-    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+    if (expected is int and isinstance(value, bool)) or not isinstance(value, expected):
         raise ConfigError(f"parameter {name!r} must be {expected.__name__}, got {value!r} ({type(value).__name__})")
     return value
 
@@ -281,8 +283,8 @@ def _validate(p: Params) -> None:
     if not 0 < p.extraction_false_positives < 1:  # 0: nothing could count; >= 1: a false copy is expected
         raise ConfigError("parameter 'extraction_false_positives' must be in (0, 1), got "
                           f"{p.extraction_false_positives}")
-    for name in ("methods", "seeds", "ablation_seeds", "conditions", "ablation_levels", "ablation_sp_sizes", "ablation_steps",
-                 "ablation_lrs", "map_lrs", "map_steps", "map_pretrain_steps"):
+    for name in ("methods", "seeds", "ablation_seeds", "conditions", "ablation_levels", "ablation_sp_sizes",
+                 "ablation_steps", "ablation_lrs", "map_lrs", "map_steps", "map_pretrain_steps"):
         if not getattr(p, name):
             raise ConfigError(f"parameter {name!r} must not be empty")
     for name in ("ablation_sp_sizes", "ablation_steps", "ablation_lrs", "map_lrs", "map_steps", "map_pretrain_steps"):

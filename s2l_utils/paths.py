@@ -50,7 +50,7 @@ def figures_dir() -> Path:
 
 def docs_dir() -> Path:
     """The long-form documentation; ``docs/results/<study>.md`` holds each study's published results page."""
-    return repo_root() / "docs"
+    return _root("S2L_DOCS_DIR", "docs")
 
 
 def results_page(study: str) -> Path:

@@ -1,32 +1,26 @@
-"""The report: the experiments' result tables (never the models) turned into the README's results section.
+"""The report: the experiments' result tables (never the models) turned into a results page.
 
-``collect`` reads the summary tables notebooks 11-13 wrote, ``from_sweep`` recomputes the main one from a sweep's
-collected raw scores; ``verdicts`` sets each of the paper's claims next to what the tables say, with numbers;
-``markdown`` renders the section; ``write_section`` puts it between a profile's markers in the README.
-
-The verdict rule (``stats``): a membership estimate counts on attack *strength*, the advantage |AUC - 0.5|, so
-an inverted attack moving towards 0.5 is weaker; an estimate is "up" or "down" only when its bootstrap p-value,
-adjusted for multiplicity within its family (one comparison and metric over every method x attack), is below
-5%; a claim agrees "partly" only when its ups exceed both the downs and what chance gives (2.5% of the
-estimates each way). Beside the MIA numbers stands the blind baseline's AUC (``experiment.blind_summary``):
-how far members and non-members can be told apart without any model.
+``collect`` reads the summary tables notebooks 11-13 wrote and ``from_sweep`` recomputes the main one from a
+sweep's collected raw scores; ``verdicts`` sets each of the paper's claims beside what the tables say, with
+numbers; ``markdown`` renders the page; ``publish`` writes tables, page and figures where the repository keeps
+them (``data/results/<profile>/``, ``docs/results/<profile>.md``, ``figures/<profile>/``).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import finetune, stats, synthesis
+from . import finetune, notebook, paths, stats, synthesis
 from .attacks import blind
-from .experiment import (AFTER, ALL_METHODS, EFFECT, auc_text, blind_summary, drift_table, duplication_classes,
-                         extraction_by_class, summarize)
+from .config import ConfigError
+from .experiment import (AFTER, ALL_METHODS, EFFECT, TRANSFER, auc_text, blind_summary, drift_table,
+                         duplication_classes, extraction_by_class, summarize)
 
-TRANSFER = "DomainTrans - S2L"
 TABLES = {"main": ("11_s2l_main", "s2l_summary"), "blind": ("11_s2l_main", "blind_summary"),
           "ablations": ("12_ablations", "ablation_summary"),
           "map": ("12_ablations", "s2l_map"), "transfer": ("13_domain_transfer", "transfer_summary")}
@@ -47,9 +41,9 @@ def collect(roots: list[Path]) -> dict[str, pd.DataFrame]:
     """The summary tables that exist under the run roots (first root wins), by name: main, ablations, map,
     transfer. The main table is required."""
     found = {}
-    for name, (notebook, table) in TABLES.items():
+    for name, (producer, table) in TABLES.items():
         for root in roots:
-            path = root / notebook / f"{table}.parquet"
+            path = root / producer / f"{table}.parquet"
             if path.is_file():
                 found[name] = pd.read_parquet(path)
                 break
@@ -303,17 +297,44 @@ def markdown(tables: dict[str, pd.DataFrame], profile: str, main_table: pd.DataF
     return "\n".join(lines) + "\n"
 
 
-def write_section(readme: Path, profile: str, text: str) -> None:
-    """Replace (or append) the README block between ``<!-- results:<profile>:start/end -->``, atomically."""
-    start, end = f"<!-- results:{profile}:start -->", f"<!-- results:{profile}:end -->"
-    current = readme.read_text()
-    block = f"{start}\n{text}{end}"
-    if start in current and end in current:
-        before, rest = current.split(start, 1)
-        updated = before + block + rest.split(end, 1)[1]
-    else:
-        updated = current.rstrip("\n") + "\n\n" + block + "\n"
-    fd, tmp = tempfile.mkstemp(dir=readme.parent, prefix=".README-")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(updated)
-    os.replace(tmp, readme)
+def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+    """Each table as ``folder/<name>.csv`` (the committed format), each file written atomically."""
+    return [notebook.write_text(Path(folder) / f"{name}.csv", table.to_csv(index=False))
+            for name, table in tables.items()]
+
+
+RUN_FOLDER = re.compile(r"\d\d_[a-z0-9_]+")  # a finished notebook run (not .running, not .failed)
+
+
+def run_figures(run: notebook.Run) -> list[Path]:
+    """The figures of this run and of every finished sibling run it reads (``run.runs_roots``, first root wins
+    per notebook), this run's last."""
+    found = {}
+    for root in run.runs_roots:
+        for folder in sorted(root.iterdir()) if root.is_dir() else ():
+            if RUN_FOLDER.fullmatch(folder.name) and folder.name not in found and folder.name != run.notebook:
+                found[folder.name] = sorted((folder / "figures").glob("*.png"))
+    return [*(f for figures in found.values() for f in figures), *sorted((run.dir / "figures").glob("*.png"))]
+
+
+def publish(run: notebook.Run, tables: dict[str, pd.DataFrame], page, log=print) -> dict[str, list[Path]]:
+    """Publish a report run: every figure of it and of its sibling runs into ``figures/<name>/``, the tables
+    into ``data/results/<name>/`` and ``page(links)`` (``links``: the report's figures relative to the page)
+    into ``docs/results/<name>.md``, where ``name`` is ``notebook.results_name``. Refused before anything is
+    written when a table committed there is not among ``tables`` (publishing would drop it)."""
+    name = notebook.results_name(run.profile)
+    folder = paths.data_dir() / "results" / name
+    dropped = sorted({p.stem for p in folder.glob("*.csv")} - set(tables)) if folder.is_dir() else []
+    if dropped:
+        raise ConfigError(f"publishing would drop the committed tables {dropped} of {folder}: run the notebooks "
+                          f"that make them ({', '.join(sorted({nb for t, (nb, _) in TABLES.items() if t in dropped}))})"
+                          f" before the report")
+    own = {f.name for f in (run.dir / "figures").glob("*.png")}
+    figures = run.publish_figures(run_figures(run))
+    page_path = paths.results_page(name)
+    links = [Path(os.path.relpath(f, page_path.parent)).as_posix() for f in figures if f.name in own]
+    written = {"figures": figures, "tables": write_tables(tables, folder),
+               "page": [notebook.write_text(page_path, page(links))]}
+    log(f"published {len(figures)} figures into {run.figures_dir}, {len(tables)} tables into {folder} and the "
+        f"page {page_path}")
+    return written

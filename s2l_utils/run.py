@@ -35,6 +35,9 @@ FAILED_SUFFIX = ".failed"
 SETUP_NOTEBOOK = "00_setup"  # its parameters are the world's
 HEARTBEAT_SECONDS = 30
 ENGINE = "s2l_heartbeat"
+# the kernel runs on this machine's loopback, so its start-up warning about unencrypted TCP tells the user nothing;
+# the kernel application's own log is kept for errors (cell output and Python warnings are unaffected)
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 def available_notebooks() -> list[Path]:
@@ -167,7 +170,7 @@ def execute(notebook: Path, profile_arg: str, root: Path, force: bool = False, t
                                    parameters={"profile": profile_arg, "run_dir": str(tmp)},
                                    kernel_name="python3", engine_name=ENGINE, cwd=str(paths.repo_root()),
                                    progress_bar={"desc": notebook.stem, "leave": True},
-                                   execution_timeout=timeout)
+                                   execution_timeout=timeout, extra_arguments=KERNEL_ARGUMENTS)
         if not (tmp / METRICS_FILE).is_file():
             raise RuntimeError(f"{notebook.name} finished without writing {METRICS_FILE}")
     except BaseException as exc:

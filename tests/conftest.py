@@ -1,4 +1,4 @@
-"""Test session set-up: offline hub, every artefact root under a temporary folder, smoke-sized parameters."""
+"""Set-up of every test: offline hub, every artefact root under a temporary folder, smoke-sized parameters."""
 
 import os
 
@@ -12,9 +12,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 @pytest.fixture(autouse=True, scope="session")
 def isolated_roots(tmp_path_factory):
-    """Runs, data caches and figures of the test session never touch the repository's folders."""
+    """Runs, data caches, figures and published pages of the tests never touch the repository's folders."""
     root = tmp_path_factory.mktemp("s2l")
-    for name in ("S2L_RUNS_DIR", "S2L_DATA_DIR", "S2L_FIGURES_DIR"):
+    for name in ("S2L_RUNS_DIR", "S2L_DATA_DIR", "S2L_FIGURES_DIR", "S2L_DOCS_DIR"):
         os.environ[name] = str(root / name.lower())
     yield root
 

@@ -84,7 +84,8 @@ def test_git_commit_is_dirty_for_code_changes_but_not_for_the_notebooks_outputs(
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
     git("init", "-q")
-    for name in ("README.md", "figures/mini/a.png", "data/results/mini/main.csv", "s2l_utils/x.py"):
+    for name in ("README.md", "docs/results/mini.md", "figures/mini/a.png", "data/results/mini/main.csv",
+                 "s2l_utils/x.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("v1")
     git("add", "-A")
@@ -92,8 +93,11 @@ def test_git_commit_is_dirty_for_code_changes_but_not_for_the_notebooks_outputs(
     monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
     head = notebook.git_commit()
     assert len(head) == 40
-    for name in ("README.md", "figures/mini/a.png", "data/results/mini/main.csv"):
+    for name in ("docs/results/mini.md", "figures/mini/a.png", "data/results/mini/main.csv"):
         (tmp_path / name).write_text("regenerated")
-    assert notebook.git_commit() == head, "the notebooks' own outputs do not make the code dirty"
+    assert notebook.git_commit() == head, "published outputs do not make the code dirty"
+    (tmp_path / "README.md").write_text("edited")
+    assert notebook.git_commit() == head + "+dirty", "the README is written by hand, not published"
+    (tmp_path / "README.md").write_text("v1")
     (tmp_path / "s2l_utils/x.py").write_text("edited")
     assert notebook.git_commit() == head + "+dirty"

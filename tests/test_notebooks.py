@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from s2l_utils import paths, regimes, run, sweep
+from s2l_utils import experiment, paths, regimes, run, sweep
 from s2l_utils.config import ConfigError
 
 pytestmark = pytest.mark.notebooks
@@ -50,8 +50,8 @@ def test_smoke_run_writes_params_metrics_and_the_executed_notebook(smoke_runs):
     assert 0.0 <= target["pooled_auc"] <= 1.0 and target["pooled_auc_lo"] <= target["pooled_auc"]
     assert len(target["domain_auc"]) == 3
     assert Path(target["target"], "model_index.json").is_file()
-    figures = Path(os.environ["S2L_FIGURES_DIR"]) / "smoke"
-    assert {"world.png", "loss_roc.png", "samples_vs_nearest.png"} <= {p.name for p in figures.iterdir()}
+    figures = {p.name for folder in folders[:2] for p in (folder / "figures").iterdir()}
+    assert {"world.png", "loss_roc.png", "samples_vs_nearest.png"} <= figures
 
 
 def test_fine_tuning_notebooks_record_their_method_and_a_loadable_artefact(smoke_runs):
@@ -86,9 +86,10 @@ def test_attack_notebooks_compare_the_target_with_every_fine_tuned_run(smoke_run
     undefined = table["metric"].isin(["tpr@1%fpr", "tpr@0.1%fpr"])  # fewer than 1/FPR non-members: NaN
     assert table.loc[undefined, "value"].isna().all()
     assert table.loc[~undefined, "value"].between(0, 1).all() and len(table) == 7 * 5 * 4 * 6
-    assert 0 <= mia["blind_auc_lo"] <= mia["blind_auc"] <= mia["blind_auc_hi"] <= 1, "the blind baseline beside the MIAs"
+    assert 0 <= mia["blind_auc_lo"] <= mia["blind_auc"] <= mia["blind_auc_hi"] <= 1, "the blind baseline beside MIAs"
     blind = pd.read_parquet(by_name["09_membership_inference"] / "blind_metrics.parquet")
-    assert set(blind["domain"]) == {*table["domain"]} and (blind.loc[blind["metric"] == "auc", "value"].between(0, 1)).all()
+    assert set(blind["domain"]) == {*table["domain"]}
+    assert blind.loc[blind["metric"] == "auc", "value"].between(0, 1).all()
     extraction = json.loads((by_name["10_data_extraction"] / "metrics.json").read_text())
     assert set(extraction["extracted_own_by_class"]["target"]) >= {"32x", "1x"}, "copies per duplication class"
     assert 0 <= extraction["identity_accuracy"]["target"] <= 1
@@ -97,7 +98,8 @@ def test_attack_notebooks_compare_the_target_with_every_fine_tuned_run(smoke_run
     counts = pd.read_parquet(by_name["10_data_extraction"] / "extraction_metrics.parquet")
     generations = counts[(counts["metric"] == "generations") & (counts["domain"] != "pooled")]
     assert generations["value"].eq(6).all() and len(generations) == 7 * 3  # 6 per domain, 3 domains, 7 models
-    figures = {p.name for p in (Path(os.environ["S2L_FIGURES_DIR"]) / "smoke").iterdir()}
+    figures = {p.name for name in ("09_membership_inference", "10_data_extraction")
+               for p in (by_name[name] / "figures").iterdir()}
     assert {"mia_auc.png", "mia_roc.png", "extraction_distances.png", "extraction_pairs_target.png"} <= figures
 
 
@@ -109,8 +111,8 @@ def test_experiment_notebooks_write_effects_and_the_report_restates_them(smoke_r
     main = by_name["11_s2l_main"]
     summary = pd.read_parquet(main / "s2l_summary.parquet")
     assert set(summary["method"]) == {"lora", "textual_inversion"}
-    assert {"after - before", "S2L effect (S2L - control)", "S2L - real non-member", "S2L - cross-domain"} == \
-        set(summary["comparison"]), "lora: S2L - real non-member beside its effect; textual inversion: S2L - cross-domain"
+    assert {experiment.AFTER, experiment.EFFECT, experiment.VS_REAL_NONMEMBER, experiment.VS_CROSS_DOMAIN} == \
+        set(summary["comparison"]), "lora: S2L - real non-member beside its effect; TI: S2L - cross-domain"
     membership = summary[summary["attack"] != "extraction"].dropna(subset=["delta"])  # tpr@1%fpr: NaN, 3 non-members
     assert (membership["lo"] <= membership["hi"]).all() and membership[["lo", "hi"]].abs().le(1).all().all()
     assert set(summary.loc[summary["metric"] == "advantage", "verdict"]) <= {"up", "down", "no change"}
@@ -118,16 +120,55 @@ def test_experiment_notebooks_write_effects_and_the_report_restates_them(smoke_r
     ablations = pd.read_parquet(by_name["12_ablations"] / "ablation_summary.parquet")
     assert set(ablations["ablation"]) == {"sp_level", "sp_size", "ft_steps", "ft_lr", "weight_noise"}
     heat = pd.read_parquet(by_name["12_ablations"] / "s2l_map.parquet")
-    assert set(heat["ft_steps"]) == {2, 4} and set(heat["comparison"]) == {"S2L effect (S2L - control)"}
+    assert set(heat["ft_steps"]) == {2, 4} and set(heat["comparison"]) == {experiment.EFFECT}
     transfer = pd.read_parquet(by_name["13_domain_transfer"] / "transfer_summary.parquet")
-    assert "DomainTrans - S2L" in set(transfer["comparison"])
+    assert experiment.TRANSFER in set(transfer["comparison"])
     text = (by_name["14_report"] / "results.md").read_text()
-    effect = summary[(summary["comparison"] == "S2L effect (S2L - control)") & (summary["attack"] == "pia")
+    effect = summary[(summary["comparison"] == experiment.EFFECT) & (summary["attack"] == "pia")
                      & (summary["metric"] == "advantage")]
     assert f"mean {effect['delta'].mean():+.3f}" in text, "the report quotes the table's numbers"
     report_metrics = json.loads((by_name["14_report"] / "metrics.json").read_text())
-    assert report_metrics["published"] is False and set(report_metrics["tables"]) == {"main", "blind", "ablations", "map",
-                                                                                      "transfer"}
+    assert report_metrics["published"] is False
+    assert set(report_metrics["tables"]) == {"main", "blind", "ablations", "map", "transfer"}
+    kept = pd.read_csv(by_name["14_report"] / "tables" / "main.csv")
+    assert kept[["method", "comparison", "attack", "metric"]].equals(
+        summary[["method", "comparison", "attack", "metric"]]), "the run keeps the tables it would publish"
+
+
+def test_runs_write_nothing_outside_runs_until_published(smoke_runs):
+    """Without ``publish`` no figure, table or page leaves runs/; publishing the report writes every run's figures,
+    the tables and the page, which the check then finds reproduced by the unpublished run, and a flipped verdict
+    in the committed tables makes it fail."""
+    import pandas as pd
+
+    from s2l_utils import check
+
+    published = {name: Path(os.environ[var]) for name, var in (("figures", "S2L_FIGURES_DIR"),
+                                                              ("docs", "S2L_DOCS_DIR"))}
+    assert not any(folder.exists() and any(folder.rglob("*.png")) for folder in published.values())
+    assert not (paths.data_dir() / "results" / "smoke").exists()
+    run.run("smoke", ["14"], {"publish": True}, force=True, log=lambda *_: None)
+    tables = paths.data_dir() / "results" / "smoke"
+    assert {p.stem for p in tables.glob("*.csv")} == {"main", "blind", "ablations", "map", "transfer"}
+    page = paths.results_page("smoke").read_text()
+    figures = {p.name for p in (published["figures"] / "smoke").iterdir()}
+    assert {"world.png", "loss_roc.png", "mia_auc.png", "report_s2l_effect.png"} <= figures, "siblings' figures too"
+    assert "](../../figures/smoke/report_s2l_effect.png)" in page
+    for link in page.split("](")[1:]:
+        target = link.split(")")[0]
+        if target.endswith(".png"):
+            assert (paths.results_page("smoke").parent / target).is_file(), target
+    assert check.main(["--profile", "smoke"]) == 0
+    main = pd.read_csv(tables / "main.csv")
+    main.loc[main["verdict"].notna().idxmax(), "verdict"] = "flipped"
+    main.to_csv(tables / "main.csv", index=False)
+    assert check.main(["--profile", "smoke"]) == 1
+    pd.DataFrame({"x": [1]}).to_csv(tables / "ghost.csv", index=False)  # committed, but no notebook of the run makes it
+    before = {p: p.read_bytes() for p in [*tables.iterdir(), paths.results_page("smoke")]}
+    with pytest.raises(Exception, match="would drop"):
+        run.run("smoke", ["14"], {"publish": True}, force=True, log=lambda *_: None)
+    assert {p: p.read_bytes() for p in [*tables.iterdir(), paths.results_page("smoke")]} == before, "nothing written"
+    (tables / "ghost.csv").unlink()
 
 
 def test_the_regime_notebook_reads_the_published_shard_and_judges_every_hypothesis(smoke_runs):
@@ -153,7 +194,8 @@ def test_the_regime_notebook_reads_the_published_shard_and_judges_every_hypothes
     assert metrics["shards"] == ["regimes_duplicated_lora_dreambooth"] and metrics["draws_needed"] > 50
     block = (folder / "regimes.md").read_text()
     assert "| H2 drift |" in block and "6 fine-tuned models (2 lent by a cell at other SP parameters)" in block
-    assert (Path(os.environ["S2L_FIGURES_DIR"]) / "smoke" / "regimes_effects.png").is_file()
+    assert (folder / "figures" / "regimes_effects.png").is_file()
+    assert not (Path(os.environ["S2L_FIGURES_DIR"]) / "smoke" / "regimes_effects.png").exists(), "not published"
 
 
 def test_finished_runs_are_skipped_and_no_temporary_folder_remains(smoke_runs):

@@ -1,5 +1,5 @@
 """The report on constructed summaries: the blind baseline beside the MIA numbers, extraction per duplication
-class, and the drift of the generations, in the paper table, the verdicts and the README section."""
+class, and the drift of the generations, in the paper table, the verdicts and the results page."""
 
 import pandas as pd
 import pytest
@@ -78,8 +78,9 @@ def test_the_verdicts_say_what_the_blind_auc_means_and_where_the_generations_mov
     mia = next(c for c in chance if c["claim"].endswith("— pia"))
     assert "AUC target 0.700, after S2L 0.710; blind AUC 0.512 [0.450, 0.575]" in mia["measured"]
     blind = next(c for c in chance if "blind baseline" in c["claim"])
-    assert blind["agrees"].startswith("yes") and "no separation detected by simple image statistics" in blind["measured"]
-    assert "over 1 domain(s):" in blind["measured"] and "cells" not in blind["measured"], "one fit per domain, not per cell"
+    assert blind["agrees"].startswith("yes")
+    assert "no separation detected by simple image statistics" in blind["measured"]
+    assert "over 1 domain(s):" in blind["measured"] and "cells" not in blind["measured"], "one fit per domain"
     shifted = next(c for c in report.verdicts({"main": _summary(), "blind": _blind(0.80, 0.74, 0.86)})
                    if "blind baseline" in c["claim"])
     assert shifted["agrees"] == "no: separable without the model"
@@ -110,10 +111,37 @@ def test_the_readme_section_states_the_token_control_and_shows_class_and_drift_t
 def test_a_token_methods_effect_is_bracketed_by_its_two_biased_controls():
     rows = [_row(m, comparison, "pia", "advantage", delta, 0.2)
             for m, effects in (("lora", (0.05, 0.02)), ("textual_inversion", (0.06, -0.03)))
-            for comparison, delta in zip((experiment.EFFECT, experiment.AFTER), effects)]
+            for comparison, delta in zip((experiment.EFFECT, experiment.AFTER), effects, strict=True)]
     text = report.token_bracket(pd.DataFrame(rows), "pia")
     assert text.startswith("; token methods: textual_inversion between -0.030 [")
     assert "(after − before, biased down) and +0.060 [" in text and "lora" not in text
     assert report.token_bracket(pd.DataFrame(rows[:2]), "pia") == "", "no token method, no bracket"
     claim = report.verdicts({"main": pd.DataFrame(rows)})[0]
     assert "token methods: textual_inversion between" in claim["measured"]
+
+
+def test_publishing_collects_finished_sibling_runs_figures_and_refuses_to_drop_a_table(tmp_path, monkeypatch):
+    from s2l_utils import notebook, paths
+    from s2l_utils.config import ConfigError, load_profile
+
+    runs = tmp_path / "runs" / "smoke"
+    for folder in ("01_pretrain_target", "09_membership_inference", ".10_data_extraction.running",
+                   "10_data_extraction.failed", "14_report"):
+        (runs / folder / "figures").mkdir(parents=True)
+        (runs / folder / "figures" / f"{folder.strip('.')}.png").write_bytes(folder.encode())
+    run = notebook.Run("14_report", "smoke", load_profile("smoke"), runs / "14_report", "cpu")
+    found = report.run_figures(run)
+    assert [f.parent.parent.name for f in found] == ["01_pretrain_target", "09_membership_inference", "14_report"]
+    monkeypatch.setenv("S2L_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("S2L_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("S2L_DOCS_DIR", str(tmp_path / "docs"))
+    tables = {"main": _summary()}
+    written = report.publish(run, tables, lambda links: "\n".join(links), log=lambda *_: None)
+    assert [p.name for p in written["figures"]] == [f.name for f in found]
+    assert all((tmp_path / "figures" / "smoke" / f.name).read_bytes() == f.read_bytes() for f in found)
+    assert paths.results_page("smoke").read_text() == "../../figures/smoke/14_report.png", "the report's own, relative"
+    assert (tmp_path / "data" / "results" / "smoke" / "main.csv").read_text() == tables["main"].to_csv(index=False)
+    (tmp_path / "data" / "results" / "smoke" / "blind.csv").write_text("method,auc\n")
+    with pytest.raises(ConfigError, match=r"would drop the committed tables \['blind'\].*11_s2l_main"):
+        report.publish(run, tables, lambda links: "changed", log=lambda *_: None)
+    assert paths.results_page("smoke").read_text() == "../../figures/smoke/14_report.png", "nothing written"
