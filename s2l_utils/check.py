@@ -3,7 +3,8 @@
 Compares the tables a report run wrote (``runs/<profile>/14_report/tables/``) with the committed ones
 (``data/results/<profile>/``) row by row, and the paper's claims (``report.verdicts``) computed from each,
 then prints one closing line. Exits 1 when a verdict or a claim's agreement flips, a row is missing or
-extra, or a number differs by more than ``TOLERANCE``; 0 otherwise. Writes nothing.
+extra, or a number differs by more than ``TOLERANCE``; 0 otherwise, and when the profile has no committed
+results. Writes nothing.
 """
 
 from __future__ import annotations
@@ -196,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = args.run or report_tables_dir(args.profile)
     committed = args.committed or paths.data_dir() / "results" / profile_name(args.profile)
+    if not read_tables(committed):
+        print(f"no committed results in {committed}: nothing to compare (make publish commits a profile's results)")
+        return 0
     try:
         result = compare(read_tables(committed), read_tables(run), args.tolerance)
     except (FileNotFoundError, ValueError) as exc:

@@ -98,6 +98,8 @@ def test_the_command_exits_by_the_result_and_writes_nothing(committed, tmp_path,
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert check.main(["--run", str(tmp_path / "none"), "--committed", str(COMMITTED)]) == 2
     assert "reproduced none" in capsys.readouterr().err
+    assert check.main(["--run", str(run_dir), "--committed", str(tmp_path / "none")]) == 0, "sd: nothing committed"
+    assert "nothing to compare" in capsys.readouterr().out
 
 
 def test_csv_tables_round_trip_through_write_tables(committed, tmp_path):
