@@ -27,6 +27,9 @@ VERDICT, CLAIM = "verdict", "claim"
 # what a results table measures (``stats``' estimates and the blind baseline's AUC); every other column but the
 # verdict and the correction identifies the row (method, comparison, attack, metric, swept parameters)
 MEASURES = ("before", "after", "delta", "lo", "hi", "p", "p_adjusted", "auc", "cells", "domains", "draws")
+# judged through the verdicts they decide, not by the tolerance: a p-value near a verdict's threshold moves by
+# whole bootstrap draws, and Holm multiplies that by the family's size (their largest |Δ| is still reported)
+P_VALUES = ("p", "p_adjusted")
 LABEL_COLUMNS = ("correction",)
 REPORT_NOTEBOOK = "14_report"
 TABLES_DIR = "tables"
@@ -42,6 +45,7 @@ class Comparison:
     not_rerun: list[str]  # committed tables the run did not produce
     differing: list[str]  # "<table>: <key> <column>" whose numbers or integer counts differ beyond TOLERANCE
     tolerance: float
+    p_delta: float = 0.0  # the largest |Δ| of a p-value (``P_VALUES``)
 
     @property
     def verdicts(self) -> pd.DataFrame:
@@ -69,7 +73,7 @@ class Comparison:
         """One line: verdicts and claims identical or not, and the largest difference of any number."""
         judged, claims = len(self.verdicts), len(self.claims)
         line = (f"{judged - len(self.flipped)} of {judged} verdicts identical, {claims - len(self.flipped_claims)} "
-                f"of {claims} claims; largest |Δ| {self.largest_delta:.4f}")
+                f"of {claims} claims; largest |Δ| {self.largest_delta:.4f} (of a p-value {self.p_delta:.4f})")
         if self.ok:
             return line + f" (within {self.tolerance:g}, the float differences measured across CPUs): reproduced"
         problems = [f"{len(self.flipped)} verdict(s) flipped" if len(self.flipped) else "",
@@ -94,9 +98,9 @@ def _key_text(row: pd.Series, keys: list[str]) -> str:
 
 
 def compare_table(name: str, committed: pd.DataFrame, reproduced: pd.DataFrame, tolerance: float):
-    """(rows, missing, differing) for one table: rows matched on their key (every column but ``MEASURES``, the
-    verdict and ``LABEL_COLUMNS``); the measures of each matched row compared column by column (NaN equals NaN,
-    counts exactly)."""
+    """(rows, missing, differing, largest |Δ| of a p-value) for one table: rows matched on their key (every column
+    but ``MEASURES``, the verdict and ``LABEL_COLUMNS``); the measures of each matched row compared column by
+    column (NaN equals NaN, counts exactly, p-values only reported)."""
     keys = _key_columns(committed)
     numeric = [c for c in committed.columns if c in MEASURES]
     if committed.duplicated(keys).any():
@@ -105,7 +109,7 @@ def compare_table(name: str, committed: pd.DataFrame, reproduced: pd.DataFrame, 
     missing = [f"{name}: {_key_text(r, keys)} ({'not reproduced' if r['_merge'] == 'left_only' else 'extra'})"
                for _, r in merged[merged["_merge"] != "both"].iterrows()]
     both = merged[merged["_merge"] == "both"].reset_index(drop=True)
-    differing, largest = [], np.zeros(len(both))
+    differing, largest, p_delta = [], np.zeros(len(both)), 0.0
     for column in numeric:
         if f"{column} reproduced" not in both:
             differing.append(f"{name}: column {column} not reproduced")
@@ -114,6 +118,9 @@ def compare_table(name: str, committed: pd.DataFrame, reproduced: pd.DataFrame, 
         same_nan = np.isnan(a) == np.isnan(b)
         delta = np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b))
         delta = np.where(same_nan, delta, np.inf)
+        if column in P_VALUES:
+            p_delta = max(p_delta, float(delta.max(initial=0.0)))
+            continue
         largest = np.maximum(largest, delta)
         exact = pd.api.types.is_integer_dtype(committed[column])  # counts (cells, domains, draws) must be equal
         for i in np.flatnonzero(delta > (0 if exact else tolerance)):
@@ -127,7 +134,7 @@ def compare_table(name: str, committed: pd.DataFrame, reproduced: pd.DataFrame, 
         "committed_verdict": both.get(VERDICT),
         "reproduced_verdict": both.get(f"{VERDICT} reproduced"),
         "largest_delta": largest})
-    return rows, missing, differing
+    return rows, missing, differing, p_delta
 
 
 def compare(committed: dict[str, pd.DataFrame], reproduced: dict[str, pd.DataFrame],
@@ -139,9 +146,10 @@ def compare(committed: dict[str, pd.DataFrame], reproduced: dict[str, pd.DataFra
     shared = [name for name in committed if name in reproduced]
     if not shared:
         raise FileNotFoundError(f"the run reproduced none of the committed tables {sorted(committed)}")
-    parts, missing, differing = [], [], []
+    parts, missing, differing, p_delta = [], [], [], 0.0
     for name in shared:
-        rows, gone, moved = compare_table(name, committed[name], reproduced[name], tolerance)
+        rows, gone, moved, p_moved = compare_table(name, committed[name], reproduced[name], tolerance)
+        p_delta = max(p_delta, p_moved)
         parts.append(rows)
         missing += gone
         differing += moved
@@ -152,7 +160,7 @@ def compare(committed: dict[str, pd.DataFrame], reproduced: dict[str, pd.DataFra
         claims = pd.DataFrame([{CLAIM: c, "committed": before.get(c), "reproduced": after.get(c)}
                                for c in dict.fromkeys([*before, *after])])
     return Comparison(pd.concat(parts, ignore_index=True), claims, missing,
-                      [n for n in committed if n not in reproduced], differing, tolerance)
+                      [n for n in committed if n not in reproduced], differing, tolerance, p_delta)
 
 
 def render(result: Comparison, limit: int = 20) -> str:

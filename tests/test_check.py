@@ -49,6 +49,14 @@ def test_a_number_beyond_the_tolerance_is_reported(committed):
     assert len(result.flipped) == 0 and "NOT REPRODUCED" in result.summary_line()
 
 
+def test_p_values_are_judged_through_their_verdicts_and_reported(committed):
+    run = _copy(committed)
+    run["main"]["p"] = (run["main"]["p"] + 0.2).clip(upper=1.0)
+    result = check.compare(committed, run)
+    assert result.ok and result.largest_delta == 0.0 and result.p_delta == pytest.approx(0.2)
+    assert "(of a p-value 0.2000)" in result.summary_line()
+
+
 def test_counts_must_be_equal_exactly(committed):
     run = _copy(committed)
     run["blind"]["cells"] += 1
