@@ -14,6 +14,7 @@ per image) and extraction matching. Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import torch
@@ -62,7 +63,8 @@ def main() -> None:
     optimizer = torch.optim.AdamW(params_to_train, lr=1e-4)
 
     def train_step():
-        loss = denoising_loss(model, model.encode(images), model.encode_text(captions), torch.Generator().manual_seed(0))
+        loss = denoising_loss(model, model.encode(images), model.encode_text(captions),
+                              torch.Generator().manual_seed(0))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -85,8 +87,6 @@ def main() -> None:
           f"{sample_flops / sample_s / 1e9:.1f} GFLOP/s = {sample_flops / sample_s / peak:.1%} of matmul peak")
     print(f"machine: {torch.get_num_threads()} threads, fp32 matmul peak measured at {peak / 1e9:.1f} GFLOP/s; "
           f"UNet {sum(p.numel() for p in pipe.unet.parameters()):,} parameters ({args.profile} profile)")
-
-
     if args.attacks:
         bench_attacks(params, data, pipe, args.repeats)
     if args.methods:
@@ -103,7 +103,7 @@ def bench_attacks(params, data, pipe, repeats: int) -> None:
     model = models.DiffusionModel(pipe)
     print(f"attacks, batch {len(images)}:")
     for attack, score in suite.SCORERS.items():
-        seconds = best_seconds(lambda: score(model, images, captions, params), repeats)
+        seconds = best_seconds(functools.partial(score, model, images, captions, params), repeats)
         calls = suite.UNET_CALLS[attack](params)
         print(f"  {attack:12s} {len(images) / seconds:7.1f} images/s, {calls:3d} UNet calls per image")
     queries = torch.rand(10_000, 3, params.image_size, params.image_size) * 2 - 1

@@ -100,7 +100,8 @@ pd.Series({**env, "device": str(run.device), "git commit": notebook.git_commit()
 
 # %%
 pd.Series({"repository": paths.repo_root(), "data": paths.data_dir(), "runs (this run)": run.dir,
-           "caches (worlds, targets)": paths.cache_dir(""), "figures": run.figures_dir}, name="path").to_frame()
+           "caches (worlds, targets)": paths.cache_dir(""), "published figures": run.figures_dir},
+          name="path").to_frame()
 
 # %% [markdown]
 # ## The world

@@ -123,7 +123,7 @@ table.round(3)
 # %%
 run.savefig(plots.domain_bars(table, "auc", "auc_lo", "auc_hi", title="Loss attack AUC (95% CI)"), "loss_auc")
 run.savefig(plots.roc_curves(scores, "Loss attack on the pretrained target"), "loss_roc")
-pooled = table.set_index("domain").loc["pooled"]
+pooled = table.set_index("domain").loc[metrics.POOLED]
 regime = ("in the target regime" if 0.70 <= pooled["auc"] <= 0.95 else
           "BELOW the target regime (little to amplify)" if pooled["auc"] < 0.70 else
           "ABOVE the target regime (near-total memorisation)")
@@ -175,8 +175,8 @@ preview.round(3)
 run.log_metrics(
     pooled_auc=pooled["auc"], pooled_auc_lo=pooled["auc_lo"], pooled_auc_hi=pooled["auc_hi"],
     pooled_tpr_at_1pct_fpr=pooled["tpr@1%fpr"], pooled_asr=pooled["asr"], leak_regime=regime,
-    domain_auc={r.domain: r.auc for r in table.itertuples() if r.domain != "pooled"},
+    domain_auc={r.domain: r.auc for r in table.itertuples() if r.domain != metrics.POOLED},
     final_loss=None if history is None else float(history["loss"].tail(50).mean()),
     train_seconds=train_seconds, target=params.base_model or str(pretrain.target_dir(params) / pretrain.PIPELINE),
     preview_same_identity=same_identity, preview_mean_nearest_distance=float(distances.mean()),
-    caption_eps_mse=dict(zip(caption_table["condition"], caption_table["eps_mse"].astype(float))))
+    caption_eps_mse=dict(zip(caption_table["condition"], caption_table["eps_mse"].astype(float), strict=True)))

@@ -26,10 +26,10 @@
 #
 # | level | the attacker knows | SP images | captions |
 # | --- | --- | --- | --- |
-# | `noise` | nothing about the appearance (the paper's zero-knowledge "shake") | pure Gaussian noise, clipped to the image range | "photo of <Name>" |
+# | `noise` | nothing about the appearance (zero-knowledge "shake") | clipped Gaussian noise | "photo of <Name>" |
 # | `class` | only the class | generated from `class_prompt` ("photo of a person") | that prompt |
 # | `name` | the domain's name (the paper's default) | generated from "photo of <Name>" | that prompt |
-# | `captions` | the real captions of the domain's training images, not the images | one generation per caption | the caption |
+# | `captions` | the real captions of the domain's training images | one generation per caption | the caption |
 #
 # The paper also reports S2L "with zero prior knowledge" on small models through "Gaussian noise
 # perturbation", which reads two ways: fine-tuning on noise images (the `noise` level), or perturbing the
@@ -63,7 +63,6 @@ weight_noise_scale = None  # weight_noise: noise std relative to each weight ten
 # %%
 import dataclasses
 
-
 from s2l_utils import finetune, notebook, plots, pretrain, sampling, synthesis, world
 from s2l_utils.attacks import extraction
 
@@ -74,7 +73,8 @@ params = run.params
 data = world.load_data(params)
 domain = synthesis.resolve_domain(params, data)
 target = pretrain.load_target(params, str(run.device))
-print(f"attacking {domain!r}; level {params.sp_level}, {params.sp_size} images, {params.sp_sampler} x {params.sp_steps} steps")
+print(f"attacking {domain!r}; level {params.sp_level}, {params.sp_size} images, "
+      f"{params.sp_sampler} x {params.sp_steps} steps")
 
 # %%
 # papermill_description=synthesis

@@ -79,7 +79,8 @@ result, tuned = s2l.shake(setting, run)
 # %%
 rows = tuned.pipe.text_encoder.get_input_embeddings().weight.detach()
 base_rows = setting.target.text_encoder.get_input_embeddings().weight.detach()
-print("existing rows unchanged:", bool((rows[:len(base_rows)] == base_rows).all()), "| new rows:", len(rows) - len(base_rows))
+print("existing rows unchanged:", bool((rows[:len(base_rows)] == base_rows).all()),
+      "| new rows:", len(rows) - len(base_rows))
 learned = rows[len(base_rows):]
 similarity = torch.nn.functional.cosine_similarity(learned[:, None], base_rows[None], dim=-1)
 vocab = {i: t for t, i in setting.target.tokenizer.get_vocab().items()}

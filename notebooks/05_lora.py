@@ -83,8 +83,12 @@ with safe_open(str(result.folder / "pytorch_lora_weights.safetensors"), "pt") as
     keys = list(f.keys())
 base = setting.target.unet.state_dict()
 state = tuned.pipe.unet.state_dict()
-same = all(torch.equal(v, state.get(k, state.get(k.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias"))))
-           for k, v in base.items())
+def wrapped_key(key):
+    """The name of a base weight inside a LoRA-wrapped layer."""
+    return key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+
+
+same = all(torch.equal(v, state.get(k, state.get(wrapped_key(k)))) for k, v in base.items())
 print(f"{len(keys)} LoRA tensors saved; base UNet weights unchanged: {same}; "
       f"{result.trainable_parameters:,} adapter parameters vs {sum(v.numel() for v in base.values()):,} in the UNet")
 

@@ -80,7 +80,8 @@ result, tuned = s2l.shake(setting, run)
 from s2l_utils.finetune import hypernetwork
 
 net = hypernetwork.load_hypernetwork(result.folder / hypernetwork.WEIGHTS)
-same = all(torch.equal(a, b) for a, b in zip(setting.target.unet.state_dict().values(), tuned.pipe.unet.state_dict().values()))
+base, state = setting.target.unet.state_dict(), tuned.pipe.unet.state_dict()
+same = base.keys() == state.keys() and all(torch.equal(base[k], state[k]) for k in base)
 print(f"sites {net.sites}, structure {net.structure}, {sum(p.numel() for p in net.parameters()):,} parameters; "
       f"UNet state dict unchanged: {same}")
 

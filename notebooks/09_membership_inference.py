@@ -27,8 +27,8 @@
 # | attack | score (minus) | UNet calls per image |
 # | --- | --- | --- |
 # | `loss` | mean ε-prediction error over a fixed grid of timesteps and seeded noises | timesteps x draws |
-# | `secmi_paper` | SecMI's t-error as the paper writes it: DDIM-invert x0 to x̃_t, one step down to t−k and back up, distance to x̃_t | t/k + 2 |
-# | `secmi_ldm` | the order of the LDM code released with S2L: invert to t+k, one step down to t, distance to the inverted x̃_t | t/k + 2 |
+# | `secmi_paper` | the paper's SecMI t-error: invert x0 to x̃_t, one step to t−k and back, distance to x̃_t | t/k + 2 |
+# | `secmi_ldm` | the order of S2L's released LDM code: invert to t+k, one step to t, distance to x̃_t | t/k + 2 |
 # | `pia` | PIA: ε0 = ε(x0, 0) taken as the noise, one jump to x_t, Σ\|ε(x_t, t) − ε0\|⁴ | 2 |
 # | `pian` | PIAN: the same with ε0 normalised to a Gaussian's mean absolute value | 2 |
 #
@@ -70,7 +70,7 @@ import time
 import pandas as pd
 
 from s2l_utils import notebook, plots, world
-from s2l_utils.attacks import blind, suite
+from s2l_utils.attacks import blind, metrics, suite
 
 run = notebook.start("09_membership_inference", profile, run_dir, models=models, attacks=attacks,
                      attack_domains=attack_domains, secmi_t=secmi_t, secmi_k=secmi_k, pia_t=pia_t,
@@ -118,7 +118,7 @@ print({label: f"{s:.0f} s" for label, s in seconds.items()})
 # %%
 table = suite.membership_table(scores, seed=params.seed)
 run.save_table(table, "mia_metrics")
-pooled = table[(table["domain"] == "pooled")].pivot_table(index=["model", "method"], columns=["attack", "metric"],
+pooled = table[(table["domain"] == metrics.POOLED)].pivot_table(index=["model", "method"], columns=["attack", "metric"],
                                                         values="value", sort=False)
 pooled.xs("auc", axis=1, level="metric").round(3)
 
@@ -152,10 +152,10 @@ run.save_table(blind_table, "blind_metrics")
 blind_auc = blind_table[(blind_table["metric"] == "auc")].set_index("domain")[["value", "lo", "hi"]]
 with_blind = pd.concat([table, blind_table], ignore_index=True)
 # pooled AUC [95% CI] of every model and attack, and under every attack the blind baseline it must beat
-auc_ci = table[(table["domain"] == "pooled") & (table["metric"] == "auc")]
+auc_ci = table[(table["domain"] == metrics.POOLED) & (table["metric"] == "auc")]
 auc_ci = auc_ci.assign(auc=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in auc_ci[["value", "lo", "hi"]].values])
 auc_ci = auc_ci.pivot_table(index=["model", "method"], columns="attack", values="auc", aggfunc="first", sort=False)
-auc_ci.loc[(BLIND, "none"), :] = "{:.3f} [{:.3f}, {:.3f}]".format(*blind_auc.loc["pooled"])
+auc_ci.loc[(BLIND, "none"), :] = "{:.3f} [{:.3f}, {:.3f}]".format(*blind_auc.loc[metrics.POOLED])
 auc_ci
 
 # %%
@@ -175,11 +175,11 @@ first = with_blind[with_blind["model"].isin([refs[0].label, BLIND]) & (with_blin
 first.pivot_table(index="domain", columns="attack", values="value", sort=False).round(3)
 
 # %%
-auc = table[(table["domain"] == "pooled") & (table["metric"] == "auc")]
+auc = table[(table["domain"] == metrics.POOLED) & (table["metric"] == "auc")]
 run.log_metrics(
     models=[r.label for r in refs], attacks=list(params.attacks), domains=domains,
     pooled_auc={f"{r.model}/{r.attack}": r.value for r in auc.itertuples()},
     unet_calls_per_image={a: suite.UNET_CALLS[a](params) for a in params.attacks},
     seconds_per_model=seconds, metrics_table="mia_metrics.parquet",
-    blind_auc=blind_auc.loc["pooled", "value"], blind_auc_lo=blind_auc.loc["pooled", "lo"],
-    blind_auc_hi=blind_auc.loc["pooled", "hi"], blind_table="blind_metrics.parquet")
+    blind_auc=blind_auc.loc[metrics.POOLED, "value"], blind_auc_lo=blind_auc.loc[metrics.POOLED, "lo"],
+    blind_auc_hi=blind_auc.loc[metrics.POOLED, "hi"], blind_table="blind_metrics.parquet")

@@ -74,7 +74,8 @@ import pandas as pd
 from s2l_utils import experiment, notebook, plots, pretrain, stats, world
 
 run = notebook.start("12_ablations", profile, run_dir, method=method, ablation_domains=ablation_domains,
-                     ablation_seeds=ablation_seeds, conditions=conditions, attacks=attacks, ablation_levels=ablation_levels,
+                     ablation_seeds=ablation_seeds, conditions=conditions, attacks=attacks,
+                     ablation_levels=ablation_levels,
                      ablation_sp_sizes=ablation_sp_sizes, ablation_steps=ablation_steps, ablation_lrs=ablation_lrs,
                      map_lrs=map_lrs, map_steps=map_steps, map_pretrain_steps=map_pretrain_steps,
                      main_extraction_samples=main_extraction_samples, n_bootstrap=n_bootstrap,
@@ -148,7 +149,7 @@ for steps in params.map_pretrain_steps:
                                          title=f"S2L effect on {attack} strength, target pretrained {steps} steps"),
                     f"s2l_map_{attack}_pretrain{steps}")
 map_strength = map_summary[map_summary["metric"] == stats.STRENGTH]
-significant = map_strength[map_strength["verdict"] != "no change"]
+significant = map_strength[map_strength["verdict"] != stats.NO_CHANGE]
 counts = stats.tally(map_strength)
 print(f"{len(map_strength)} map cells x attacks: {counts['up']} up, {counts['down']} down after the "
       f"{params.multiplicity} correction (uncorrected {counts['raw_up']} / {counts['raw_down']}; chance "
@@ -158,5 +159,5 @@ significant.round(3)
 # %%
 run.log_metrics(
     ablation_cells={axis: len(cells) for axis, cells in plans.items()}, map_cells=len(strength),
-    map_significant=len(significant), map_significant_up=int((significant["verdict"] == "up").sum()),
+    map_significant=len(significant), map_significant_up=int((significant["verdict"] == stats.UP).sum()),
     results_tables=["ablation_summary.parquet", "ablation_effects.parquet", "s2l_map.parquet"])

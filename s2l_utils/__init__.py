@@ -10,16 +10,12 @@ __version__ = "0.1.0"
 
 
 class _TorchvisionFallbackFilter(logging.Filter):
-    """Drops transformers' notice that an image processor falls back to its PIL backend without torchvision.
-
-    diffusers' pipelines import ``CLIPImageProcessor`` (and ``SiglipImageProcessor``) on every import; the
-    package never needs torchvision, the PIL backend is what it uses, so the notice is noise on every run. Only
-    that message of that one logger is dropped: every other transformers warning still shows.
-    """
+    """Drops transformers' notice that an image processor falls back to its PIL backend without torchvision (the
+    package uses the PIL backend); every other message of that logger still shows."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "requires torchvision (not installed); falling back to" not in record.getMessage()
 
 
-# set before transformers is imported: the logger object is the one transformers' module will log through
+# set before transformers is imported: the logger object is the one transformers' module logs through
 logging.getLogger("transformers.utils.import_utils").addFilter(_TorchvisionFallbackFilter())

@@ -1,11 +1,9 @@
 """Build, save and load text-to-image pipelines, miniature or real Stable Diffusion, behind one interface.
 
-The miniature target is a *pixel-space* Stable-Diffusion-format model: a CLIP-BPE tokenizer built locally,
-a ``CLIPTextModel``, a ``UNet2DConditionModel`` on RGB pixels and a DDIM scheduler, saved as an ordinary
-diffusers pipeline folder (``PixelDiffusionPipeline``). There is no VAE because a 16 px world needs none
-and an untrained autoencoder would blur exactly the details that memorisation is about. Real SD checkpoints
-(latent space, with ``AutoencoderKL``) load through the same ``load_pipeline``. ``DiffusionModel`` hides the
-difference: encode -> add_noise -> predict_noise -> decode, so every method and attack works on both.
+The miniature target (``build_miniature``) is a *pixel-space* SD-format pipeline (``PixelDiffusionPipeline``: a
+locally built CLIP-BPE tokenizer, ``CLIPTextModel``, ``UNet2DConditionModel`` on RGB pixels, DDIM), saved as an
+ordinary diffusers folder; real SD checkpoints (latent, with ``AutoencoderKL``) load through the same
+``load_pipeline``. ``DiffusionModel`` is the one interface for both: encode, add_noise, predict_noise, decode.
 """
 
 from __future__ import annotations
@@ -15,10 +13,18 @@ import json
 import re
 import tempfile
 from pathlib import Path
+from typing import ClassVar
 
 import torch
-from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput,
-                       StableDiffusionPipeline, UNet2DConditionModel)
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    ImagePipelineOutput,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from diffusers.loaders import StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -27,8 +33,8 @@ from .config import Params
 
 GENERIC_WORDS = ("a", "an", "the", "photo", "of", "face", "person", "picture", "portrait", "image", "background")
 TOKENIZER_MAX_LENGTH = 32
-# The unconditional prompt of classifier-free guidance: what the pipelines encode when no negative prompt is
-# given (StableDiffusionPipeline does the same) and what caption dropout trains on.
+# the unconditional prompt of classifier-free guidance: encoded when no negative prompt is given (as
+# StableDiffusionPipeline does) and what caption dropout trains on
 UNCONDITIONAL_PROMPT = ""
 
 
@@ -45,7 +51,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             printable.append(b)
             codes.append(256 + extra)
             extra += 1
-    return dict(zip(printable, map(chr, codes)))
+    return dict(zip(printable, map(chr, codes), strict=True))
 
 
 def caption_words(captions) -> list[str]:
@@ -66,7 +72,7 @@ def build_tokenizer(words, max_length: int = TOKENIZER_MAX_LENGTH) -> CLIPTokeni
     vocab = chars + [c + "</w>" for c in chars]
     known, merges = set(vocab), []
     for word in dict.fromkeys([*GENERIC_WORDS, *words]):
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        pieces = [*word[:-1], word[-1] + "</w>"]
         while len(pieces) > 1:
             merged = pieces[0] + pieces[1]
             merge = f"{pieces[0]} {pieces[1]}"
@@ -74,7 +80,7 @@ def build_tokenizer(words, max_length: int = TOKENIZER_MAX_LENGTH) -> CLIPTokeni
                 known.add(merged)
                 vocab.append(merged)
                 merges.append(merge)
-            pieces = [merged] + pieces[2:]
+            pieces = [merged, *pieces[2:]]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
@@ -87,9 +93,8 @@ def build_tokenizer(words, max_length: int = TOKENIZER_MAX_LENGTH) -> CLIPTokeni
 
 def expand_placeholders(tokenizer, prompts: list[str]) -> list[str]:
     """Multi-vector textual-inversion tokens spelled out, ``<tok>`` -> ``<tok> <tok>_1 …``, by diffusers' own
-    ``maybe_convert_prompt``: the step ``StableDiffusionPipeline`` applies to every prompt before tokenizing.
-    It is the only expansion anywhere (captions carry just ``<tok>``), so training, scoring and generation
-    on every pipeline see the same token ids."""
+    ``maybe_convert_prompt`` (as ``StableDiffusionPipeline`` does before tokenizing). The only expansion anywhere:
+    captions carry just ``<tok>``, so training, scoring and generation see the same token ids."""
     return TextualInversionLoaderMixin().maybe_convert_prompt(list(prompts), tokenizer)
 
 
@@ -111,7 +116,7 @@ class PixelDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, 
     """
 
     model_cpu_offload_seq = "text_encoder->unet"
-    _optional_components: list[str] = []
+    _optional_components: ClassVar[list[str]] = []
 
     def __init__(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
                  scheduler: DDIMScheduler):

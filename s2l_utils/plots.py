@@ -9,6 +9,8 @@ import seaborn as sns
 import torch
 from sklearn.metrics import roc_curve
 
+from .attacks.metrics import POOLED
+from .stats import DOWN, UP
 from .world import ImageFolderData
 
 
@@ -66,12 +68,12 @@ def roc_curves(scores: pd.DataFrame, title: str = "Loss attack ROC"):
     """ROC per domain (thin) and pooled (thick) from a table with columns domain, is_member, score."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     palette = sns.color_palette("husl", scores["domain"].nunique())
-    for ax, log in zip(axes, (False, True)):
-        for color, (domain, group) in zip(palette, scores.groupby("domain", sort=False)):
+    for ax, log in zip(axes, (False, True), strict=True):
+        for color, (domain, group) in zip(palette, scores.groupby("domain", sort=False), strict=True):
             fpr, tpr, _ = roc_curve(group["is_member"], group["score"])
             ax.plot(fpr, tpr, color=color, lw=0.8, alpha=0.7, label=domain)
         fpr, tpr, _ = roc_curve(scores["is_member"], scores["score"])
-        ax.plot(fpr, tpr, color="black", lw=2, label="pooled")
+        ax.plot(fpr, tpr, color="black", lw=2, label=POOLED)
         lo = 1e-3 if log else 0
         ax.plot([max(lo, 1e-3), 1], [max(lo, 1e-3), 1], ls="--", color="grey", lw=0.8)
         ax.set(xlabel="false positive rate", ylabel="true positive rate")
@@ -135,8 +137,8 @@ def roc_by_attack(scores: pd.DataFrame, title: str = "Membership inference, pool
     """One panel per attack (log-log ROC, where low-FPR differences show), one curve per model."""
     attacks = list(dict.fromkeys(scores["attack"]))
     fig, axes = plt.subplots(1, len(attacks), figsize=(2.8 * len(attacks), 3), squeeze=False)
-    palette = dict(zip(dict.fromkeys(scores["model"]), sns.color_palette("tab10")))
-    for ax, attack in zip(axes[0], attacks):
+    palette = dict(zip(dict.fromkeys(scores["model"]), sns.color_palette("tab10"), strict=False))  # up to 10 models
+    for ax, attack in zip(axes[0], attacks, strict=True):
         for model, group in scores[scores["attack"] == attack].groupby("model", sort=False):
             fpr, tpr, _ = roc_curve(group["is_member"], group["score"])
             ax.plot(np.maximum(fpr, 1e-3), np.maximum(tpr, 1e-3), color=palette[model], lw=1.2, label=model)
@@ -151,13 +153,13 @@ def roc_by_attack(scores: pd.DataFrame, title: str = "Membership inference, pool
 
 def metric_comparison(table: pd.DataFrame, metric: str = "auc", chance: float | None = 0.5, title: str = ""):
     """Pooled ``metric`` per attack (groups) and model (bars) with 95% CI whiskers, from a tidy metrics table."""
-    rows = table[(table["domain"] == "pooled") & (table["metric"] == metric)]
+    rows = table[(table["domain"] == POOLED) & (table["metric"] == metric)]
     if rows.empty:
         raise ValueError(f"no pooled {metric!r} rows in the table; it has {', '.join(dict.fromkeys(table['metric']))}")
     attacks, models = list(dict.fromkeys(rows["attack"])), list(dict.fromkeys(rows["model"]))
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * len(attacks) * len(models) + 2), 3.2))
-    for j, (model, color) in enumerate(zip(models, sns.color_palette("tab10", len(models)))):
+    for j, (model, color) in enumerate(zip(models, sns.color_palette("tab10", len(models)), strict=True)):
         mine = rows[rows["model"] == model].set_index("attack").reindex(attacks)
         x = np.arange(len(attacks)) - 0.4 + width * (j + 0.5)
         err = np.vstack([mine["value"] - mine["lo"], mine["hi"] - mine["value"]]).astype(float)
@@ -201,7 +203,7 @@ def copies_by_duplication(table: pd.DataFrame, title: str = ""):
         if value == "distinct_own" and "members" in table:
             members = table.groupby("duplicates")["members"].max().reindex(classes)
             ax.bar(x, members, 0.9, color="lightgrey", label="members of the class")
-        for k, (model, color) in enumerate(zip(models, sns.color_palette("Set1", len(models)))):
+        for k, (model, color) in enumerate(zip(models, sns.color_palette("Set1", len(models)), strict=True)):
             rows = table[table["model"] == model].set_index("duplicates").reindex(classes)
             ax.bar(x + (k - (len(models) - 1) / 2) * width, rows[value].fillna(0), width, color=color, label=model)
         ax.set_xticks(x, [f"{k}x" for k in classes], fontsize=7)
@@ -248,8 +250,8 @@ def effect_forest(summary: pd.DataFrame, metric: str = "auc", comparisons: list[
     kinds = list(dict.fromkeys(rows["comparison"]))
     fig, axes = plt.subplots(1, len(attacks), figsize=(2.6 * len(attacks) + 1.5, 0.35 * len(labels) * len(kinds) + 1.2),
                              squeeze=False, sharey=True)
-    colors = dict(zip(kinds, sns.color_palette("Set1", len(kinds))))
-    for ax, attack in zip(axes[0], attacks):
+    colors = dict(zip(kinds, sns.color_palette("Set1", len(kinds)), strict=True))
+    for ax, attack in zip(axes[0], attacks, strict=True):
         for k, kind in enumerate(kinds):
             sub = rows[(rows["attack"] == attack) & (rows["comparison"] == kind)]
             sub = sub.set_index(sub[row].astype(str)).reindex(labels)
@@ -275,9 +277,9 @@ def effect_panels(panels: dict[str, pd.DataFrame], row: str = "method", title: s
     width = max(len(panels), 1)
     fig, axes = plt.subplots(1, width, figsize=(3.2 * width + 1.5, 0.3 * len(labels) * most + 1.4), squeeze=False,
                              sharey=True)
-    for ax, (name, panel) in zip(axes[0], panels.items()):
+    for ax, (name, panel) in zip(axes[0], panels.items(), strict=False):  # no panels: one empty axis
         series = list(dict.fromkeys(panel["series"]))
-        colors = dict(zip(series, sns.color_palette("Set1", len(series))))
+        colors = dict(zip(series, sns.color_palette("Set1", len(series)), strict=True))
         for k, label in enumerate(series):
             sub = panel[panel["series"] == label]
             sub = sub.set_index(sub[row].astype(str)).reindex(labels)
@@ -300,8 +302,9 @@ def effect_heatmap(summary: pd.DataFrame, x: str, y: str, attack: str, metric: s
     whose verdict (after the multiplicity correction) is up or down are marked with *."""
     rows = summary[(summary["attack"] == attack) & (summary["metric"] == metric)]
     value = rows.pivot_table(index=y, columns=x, values="delta", sort=True)
-    text = rows.assign(label=[f"{d:+.3f}{'*' if verdict in ('up', 'down') else ''}\n[{lo:+.2f},{hi:+.2f}]"
-                              for d, lo, hi, verdict in zip(rows["delta"], rows["lo"], rows["hi"], rows["verdict"])])
+    text = rows.assign(label=[f"{d:+.3f}{'*' if verdict in (UP, DOWN) else ''}\n[{lo:+.2f},{hi:+.2f}]"
+                              for d, lo, hi, verdict in zip(rows["delta"], rows["lo"], rows["hi"], rows["verdict"],
+                                                            strict=True)])
     labels = text.pivot_table(index=y, columns=x, values="label", aggfunc="first", sort=True)
     fig, ax = plt.subplots(figsize=(1.5 * value.shape[1] + 2, 0.9 * value.shape[0] + 1.2))
     limit = max(float(np.nanmax(np.abs(value.to_numpy()))), 1e-3)
@@ -319,9 +322,9 @@ def ablation_lines(summary: pd.DataFrame, axis: str, metric: str = "auc", log_x:
     fig, axes = plt.subplots(1, len(attacks), figsize=(2.6 * len(attacks) + 1, 2.8), squeeze=False, sharey=True)
     categorical = not pd.api.types.is_numeric_dtype(rows[axis])
     order = list(dict.fromkeys(rows[axis])) if categorical else sorted(rows[axis].unique())
-    for ax, attack in zip(axes[0], attacks):
+    for ax, attack in zip(axes[0], attacks, strict=True):
         for (kind, group), color in zip(rows[rows["attack"] == attack].groupby("comparison", sort=False),
-                                        sns.color_palette("Set1")):
+                                        sns.color_palette("Set1"), strict=False):  # up to 9 comparisons
             group = group.set_index(axis).reindex(order)
             x = np.arange(len(order)) if categorical else np.asarray(order, float)
             ax.plot(x, group["delta"], marker="o", ms=3, color=color, label=kind)
@@ -347,7 +350,7 @@ def regime_grid(panels: dict[str, pd.DataFrame], x_label: str = "SP guidance", t
     down, a line at 0."""
     regimes = list(dict.fromkeys(r for panel in panels.values() for r in panel["regime"]))
     methods = list(dict.fromkeys(m for panel in panels.values() for m in panel["method"]))
-    colors = dict(zip(methods, sns.color_palette("Set1", len(methods))))
+    colors = dict(zip(methods, sns.color_palette("Set1", len(methods)), strict=True))
     fig, axes = plt.subplots(len(regimes), len(panels), figsize=(2.9 * len(panels) + 0.6, 2.3 * len(regimes) + 0.8),
                              squeeze=False, sharex=True, sharey="col")
     for j, (name, panel) in enumerate(panels.items()):
@@ -360,7 +363,7 @@ def regime_grid(panels: dict[str, pd.DataFrame], x_label: str = "SP guidance", t
                 # a percentile CI need not contain its point estimate (e.g. a median over few generations)
                 spread = np.clip([sub["delta"] - sub["lo"], sub["hi"] - sub["delta"]], 0, None)
                 ax.errorbar(x, sub["delta"], yerr=spread, fmt="none", lw=1, color=colors[method])
-                judged = sub["verdict"].isin(["up", "down"]).to_numpy()
+                judged = sub["verdict"].isin([UP, DOWN]).to_numpy()
                 ax.scatter(x, sub["delta"], s=14, color=colors[method], label=method if i == j == 0 else None,
                            facecolors=[colors[method] if v else "white" for v in judged], zorder=3)
             ax.axhline(0, color="grey", lw=0.8)

@@ -1,9 +1,8 @@
 """Pretraining of the miniature target on the world's pre-training set, cached by its parameters.
 
-The target is trained once per parameter set into ``runs/cache/targets/<hash>/``: checkpoints while it
-trains (an interrupted run resumes), then the final diffusers pipeline folder. A rerun with the same
-parameters loads the folder instead of retraining. With ``base_model`` set (real SD), there is nothing to
-pretrain: the named pipeline *is* the target.
+Trained once per parameter set into ``runs/cache/targets/<key>/`` (checkpoints while it trains, so an interrupted
+run resumes; then the pipeline folder); with ``base_model`` set, the named pipeline is the target. Also the
+target's identity in cache keys (``target_key``, ``target_identity``) and its ε-MSE by caption (``caption_errors``).
 """
 
 from __future__ import annotations
@@ -23,17 +22,14 @@ from .models import UNCONDITIONAL_PROMPT, DiffusionModel, build_miniature, load_
 from .training import TrainSpec, train
 from .world import WORLD_VERSION, ImageFolderData, domain_prompt
 
-# Parameters that change the trained weights; anything else (checkpoint_every, attack sizes) does not.
-# nonmember_shift is not one of them: the target never trains on non-members, and the captions (so the tokenizer's
-# vocabulary) do not move with it (tests/test_world.py), so a shifted world reuses the i.i.d. world's target.
+# the parameters that change the trained weights (not nonmember_shift: the target never sees a non-member)
 TARGET_PARAMS = ("world_seed", "image_size", "private_domains", "members_per_domain", "nonmembers_per_domain",
                  "public_domains", "images_per_public_domain", "name_only_captions", "varied_captions", "data_dir",
                  "domains_file", "unet_channels", "text_width", "seed", "pretrain_steps", "pretrain_batch_size",
                  "pretrain_lr", "caption_dropout")
-# Parameters that change the weights only away from their neutral value: they enter the key only then, so the
-# targets trained before they existed keep their keys.
+# parameters that enter the key only away from their neutral value, so a target without them keeps its key
 TARGET_KNOBS = {"member_duplicates": []}
-# Bumped whenever pretraining changes for unchanged parameters (2: caption dropout), so no stale target is reused.
+# bump when pretraining's output changes for unchanged parameters, so that no stale cached target is reused
 TARGET_VERSION = 2
 PIPELINE = "pipeline"
 HISTORY = "history.csv"

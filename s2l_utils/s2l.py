@@ -22,6 +22,8 @@ from .notebook import Run
 
 @dataclass
 class Setting:
+    """What a fine-tuning notebook starts from (``prepare``)."""
+
     params: Params
     data: world.ImageFolderData
     target: object  # the pretrained pipeline

@@ -1,10 +1,6 @@
-"""Seeded, batched generation, shared by sample previews, SP-set synthesis and extraction; and the seeds of every
-other seeded noise that must not coincide with theirs (the noise-level SP images, the loss attack's noise).
-
-Every generation (or noise draw) belongs to a *purpose*. The purpose, the seed and the image index sit in disjoint bit fields of
-each image's torch seed, so two purposes never share initial noise, whatever their seeds and indices: an
-extraction generation can never start from the noise of an SP image the model was fine-tuned on. The fields fit
-in 32 bits because torch's CPU generator ignores every higher bit of a seed (CUDA's uses 64).
+"""Seeded, batched generation shared by previews, SP-set synthesis and extraction, and the torch seed of every
+other seeded noise (``noise_seed``): (purpose, seed, index) packed into disjoint bit fields of 32 bits, so two
+purposes never share initial noise.
 """
 
 from __future__ import annotations

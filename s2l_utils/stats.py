@@ -1,39 +1,11 @@
-"""The statistics behind every number and verdict of the experiments, in one place (experiment and report call it).
+"""The statistics behind every number and verdict of the experiments (``experiment`` and ``report`` call it).
 
-* **Per cell**, from the raw per-image scores and per-generation extraction matches: every membership metric
-  of every condition and attack (``attacks.metrics``), and the extraction counts: copies of the attacked
-  domain's *own* members (``own_copies``, the S2L extraction metric), the distinct own members copied
-  (``own_distinct``) and copies of other domains' images (``other_copies``). The first two also per
-  duplication class k of the domain's training images (how often a member appears in pre-training):
-  ``own_copies_{k}x`` and ``own_distinct_{k}x``, for every class the domain's matches list in ``own_classes``
-  (so every cell and condition of a domain has the same rows, classes nobody copied included).
-* **Drift of generations**, per cell and condition: the median and 10% / 90% quantiles of each generation's
-  distance to its nearest training image (``nearest_median``, ``nearest_q10``, ``nearest_q90``), the median
-  distance to the nearest training image of the prompted identity (``own_nearest_median``), and the share of
-  generations whose nearest training image is of the prompted identity (``identity_accuracy``). Under a
-  resample the quantiles are those of the resampled generations (``resampled_quantiles``). A drift metric
-  "up" means the fine-tune moved the domain's generations *away* from the training data (further from their
-  nearest training image, or from the identity's own images); "down", towards it (closer: nearer to
-  copying). Identity accuracy "up": more generations look most like the prompted identity.
-* **Attack strength** is the advantage |AUC - 0.5|: an attack whose score points the wrong way on a target
-  (AUC < 0.5) and moves towards 0.5 gets *weaker*. Every membership verdict is on it; AUC stays for reading.
-* **Cluster bootstrap.** The domain is the unit of independence: the cells of a domain score the same images,
-  and one domain's control fine-tunes on another's SP set. A summary averages cells; each bootstrap draw
-  resamples the domains it combines, then, within each drawn domain, its members, non-members and
-  generations, with the same draw for every cell and condition of the domain (so comparisons stay paired),
-  recomputes each cell's metrics from the raw scores and averages over the drawn cells. With one domain this
-  is the image bootstrap. Percentile 95% CIs of averages of a metric stay inside its range, and an estimate
-  that is identical in every draw (0 copies before and after) gets a zero-width interval at its value.
-* **p-values and multiplicity.** A two-sided bootstrap p-value per estimate (twice the smaller share of draws
-  on either side of 0); within a *family* (one comparison and one metric family of one summary, e.g. the S2L
-  effect on advantage over every method x attack) the p-values are adjusted (Holm, or Benjamini-Hochberg), and an
-  estimate is "up" / "down" only when its adjusted p is below ``ALPHA``. Judged (``is_judged``): attack
-  strength, the extraction counts, the per-class ``own_copies_{k}x``, the two drift medians and identity
-  accuracy; AUC, the per-class distinct counts and the outer quantiles are shown, not judged (each judged
-  metric would add verdicts; the medians carry the drift's verdict). The per-class copies form one family
-  (every class x method), and so do the three drift metrics (``verdict_family``), so splitting a count by
-  class or describing drift three ways does not multiply the chances of a spurious verdict.
-* **Claims** count the ups and downs of their estimates and set them against chance (``agreement``).
+* ``cell_estimates``: every cell's membership metrics, extraction counts (also per duplication class) and drift
+  of its generations, each with bootstrap draws paired across the cells and conditions of a domain;
+* ``compare`` and ``contrast``: paired differences of those estimates;
+* ``combine``: means over cells with cluster-bootstrap (domains, then images) 95% CIs and two-sided p-values;
+* ``judge``: multiplicity-corrected verdicts ``UP`` / ``DOWN`` / ``NO_CHANGE`` within families (``verdict_family``)
+  of the judged metrics (``is_judged``); ``tally`` and ``agreement``: a claim's verdicts against chance.
 """
 
 from __future__ import annotations
@@ -50,17 +22,17 @@ from .attacks import extraction, metrics
 
 ALPHA = 0.05
 CORRECTIONS = ("holm", "bh")
-STRENGTH = "advantage"
-EXTRACTION = "extraction"  # the "attack" of the extraction counts
+UP, DOWN, NO_CHANGE = "up", "down", "no change"  # the verdicts of judged metrics ("" for the others)
+STRENGTH = "advantage"  # attack strength |AUC - 0.5|: every membership verdict is on it
+EXTRACTION = extraction.ATTACK  # the "attack" of the extraction counts
 EXTRACTION_METRICS = ("own_copies", "own_distinct", "other_copies")
-# the drift's quantiles of the nearest-distance columns of the matches (plus identity_accuracy)
 # the drift metrics that get a verdict (one family), each a statistic of a column of the matches or their share
 DRIFT_JUDGED = ("nearest_median", "own_nearest_median", "identity_accuracy")
 # the per-cell drift quantiles (``extraction.DRIFT_QUANTILES``, by name) of the matches' nearest-distance columns
 CELL_DRIFT_QUANTILES = {"distance": {f"nearest_{q}": extraction.DRIFT_QUANTILES[q] for q in ("median", "q10", "q90")},
                         "own_distance": {"own_nearest_median": extraction.DRIFT_QUANTILES["median"]}}
 CELL_MEMBERSHIP_METRICS = ("auc", "advantage", "asr", "tpr@0fp", "tpr@1%fpr")
-# metrics whose change gets a verdict (never AUC, nor the drift's outer quantiles: see the docstring)
+# metrics whose change gets a verdict: never AUC, the per-class distinct counts or the drift's outer quantiles
 JUDGED = (STRENGTH, *EXTRACTION_METRICS, *DRIFT_JUDGED)
 JUDGED_PER_CLASS = re.compile(r"own_copies_\d+x")
 _SCORE_ROW_COLUMNS = ("attack", "file_name", "is_member", "score", "condition")
@@ -94,7 +66,7 @@ def cell_estimates(scores: pd.DataFrame, matches: pd.DataFrame, n_bootstrap: int
     """Every cell's membership metrics (per condition and attack) and extraction counts (per condition), with
     ``n_bootstrap`` draws. ``scores``: cell, domain, condition, attack, file_name, is_member, score and the
     cells' labels; ``matches``: cell, domain, condition, generation and the match columns of
-    ``extraction.match_generations`` (``extraction.MATCH_COLUMNS``; older matches are refused)."""
+    ``extraction.match_generations`` (``extraction.MATCH_COLUMNS``; matches lacking one are refused)."""
     if n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be >= 1 for CIs and verdicts, got {n_bootstrap}")
     if scores.groupby("cell")["domain"].nunique().max() > 1:
@@ -222,7 +194,7 @@ def compare(estimates: Estimates, comparisons: dict[str, tuple[str, str]]) -> Es
     frames, draws = [], []
     for name, (model, reference) in comparisons.items():
         pair = rows[rows["condition"] == model].reset_index(names="at").merge(
-            rows.loc[rows["condition"] == reference, key + ["value"]].reset_index(names="at_reference"),
+            rows.loc[rows["condition"] == reference, [*key, "value"]].reset_index(names="at_reference"),
             on=key, suffixes=("", "_reference"))
         if pair.empty:
             continue
@@ -258,9 +230,8 @@ def contrast(estimates: Estimates, column: str, high, low, pair_on: list[str]) -
 
 def sign_flip_p(domain_means: np.ndarray) -> np.ndarray:
     """Exact two-sided sign-flip p-values over domains, one per row of ``domain_means`` (groups x domains; NaN
-    where a group lacks a domain): the share of the 2^K sign assignments whose |sum| reaches the observed one.
-    It treats the domain as the unit and needs no resampling, so with K domains it cannot go below 2 / 2^K: a
-    check on the cluster bootstrap's p-values, which also lean on the resampling within each domain."""
+    where a group lacks a domain): the share of the 2^K sign assignments whose |sum| reaches the observed one
+    (never below 2 / 2^K). At most 16 domains."""
     values = np.nan_to_num(np.asarray(domain_means, float))  # a missing domain adds 0 under every sign
     k = values.shape[1]
     if k > 16:
@@ -341,8 +312,8 @@ def adjust_pvalues(p, correction: str = "holm") -> np.ndarray:
 def judge(summary: pd.DataFrame, correction: str = "holm", alpha: float = ALPHA,
           family: tuple[str, ...] = ("comparison", "metric")) -> pd.DataFrame:
     """Adds p_adjusted (within each family of judged metrics: the columns ``family``, where ``metric`` stands
-    for its ``verdict_family``) and a verdict: "up" / "down" when the adjusted p is below ``alpha`` and the
-    change positive / negative, else "no change"; "" for metrics not judged."""
+    for its ``verdict_family``) and a verdict: ``UP`` / ``DOWN`` when the adjusted p is below ``alpha`` and the
+    change positive / negative, else ``NO_CHANGE``; "" for metrics not judged."""
     summary = summary.copy()
     judged = summary["metric"].map(is_judged) & summary["p"].notna()
     summary["p_adjusted"] = np.nan
@@ -351,7 +322,7 @@ def judge(summary: pd.DataFrame, correction: str = "holm", alpha: float = ALPHA,
         summary.loc[index, "p_adjusted"] = adjust_pvalues(summary.loc[index, "p"], correction)
     significant = summary["p_adjusted"] < alpha
     verdict = np.select([significant & (summary["value"] > 0), significant & (summary["value"] < 0)],
-                        ["up", "down"], "no change")
+                        [UP, DOWN], NO_CHANGE)
     return summary.assign(verdict=np.where(judged, verdict, ""), correction=correction)
 
 
@@ -360,16 +331,15 @@ def tally(summary: pd.DataFrame, alpha: float = ALPHA) -> dict:
     (``verdict``), before it (p < alpha), and what chance gives: with no change anywhere, each 95% CI lies above
     0 with probability alpha / 2."""
     raw = summary["p"] < alpha
-    return {"total": len(summary), "up": int((summary["verdict"] == "up").sum()),
-            "down": int((summary["verdict"] == "down").sum()), "raw_up": int((raw & (summary["delta"] > 0)).sum()),
+    return {"total": len(summary), "up": int((summary["verdict"] == UP).sum()),
+            "down": int((summary["verdict"] == DOWN).sum()), "raw_up": int((raw & (summary["delta"] > 0)).sum()),
             "raw_down": int((raw & (summary["delta"] < 0)).sum()), "chance": len(summary) * alpha / 2}
 
 
 def agreement(counts: dict) -> str:
     """Whether a claim of an increase holds, from ``tally``'s counts: "yes" when more than half the estimates
     are up; "partly (k of n)" when k > 0 ups survive the correction, they outnumber the downs, and the
-    uncorrected ups exceed what chance gives (chance is a rate of uncorrected 95% CIs, so it is set against
-    uncorrected counts); "no" in the mirror case; otherwise "not shown"."""
+    uncorrected ups exceed what chance gives; "no" in the mirror case; otherwise "not shown"."""
     up, down, total, chance = counts["up"], counts["down"], counts["total"], counts["chance"]
     if up and up > down and counts["raw_up"] > chance:
         return "yes" if up > total / 2 else f"partly ({up} of {total})"

@@ -13,24 +13,11 @@ A sweep file::
       seed: [0, 1, 2]
     tables: [results]          # parquet tables to collect (optional; default every *.parquet of the runs)
 
-Every point is one ``run.run(profile, notebooks, overrides)``, so its runs land where the runner puts them
-(``runs/<profile>-<hash of overrides>/<notebook>/``). Everything is validated before anything runs.
-
-*Resume*: a killed sweep is simply started again; finished runs are skipped by the runner and an interrupted
-one restarts. A failed point is recorded with its error (``runs/sweeps/<name>/status-<i>of<n>.json``) and
-the sweep goes on; rerunning the sweep retries it.
-
-*Sharding*: ``--shard i/n`` runs every n-th point starting at the i-th, so n shards partition the grid, e.g.
-a SLURM array ``--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`` (with ``--array=1-N``), or one shard
-per GPU with ``CUDA_VISIBLE_DEVICES``. After its shard, each invocation collects whatever has finished across
-all shards into ``runs/sweeps/<name>/results.parquet`` (and ``.csv``).
-
-*Parallelism*: ``--jobs N`` runs N points at once, each in its own process, and gives each job an equal share
-of the CPU threads (``OMP_NUM_THREADS``, unless already set), so the jobs do not oversubscribe the cores. At
-the miniature's sizes one job gains little from a second thread, so on 2 cores ``--jobs 2`` (one thread each)
-finishes about 1.8x more cells per hour than ``--jobs 1`` (measured: two 11_s2l_main cells in 105 s side by
-side, one in 93 s alone). Jobs that need the same cached SP set or target results wait for each other
-(``paths.cache_lock``) instead of computing them twice.
+Every point is one ``run.run(profile, notebooks, overrides)`` (``runs/<profile>-<hash of overrides>/<notebook>/``),
+and everything is validated before anything runs. A rerun skips finished points and retries failed ones (each
+recorded in ``runs/sweeps/<name>/status-<i>of<n>.json``); ``--shard i/n`` runs every n-th point from the i-th;
+``--jobs N`` runs N points at once with an equal share of the CPU threads each; every invocation then collects the
+finished runs of the whole grid into ``runs/sweeps/<name>/results.parquet`` (and ``.csv``).
 """
 
 from __future__ import annotations
@@ -71,7 +58,8 @@ class Sweep:
     def points(self) -> list[dict]:
         """The overrides of every grid point: ``fixed`` plus one value of each grid key, in file order."""
         keys = list(self.grid)
-        return [{**self.fixed, **dict(zip(keys, values))} for values in itertools.product(*self.grid.values())]
+        return [{**self.fixed, **dict(zip(keys, values, strict=True))}
+                for values in itertools.product(*self.grid.values())]
 
     def run_root(self, point: dict) -> Path:
         return run.run_root(self.profile, point)

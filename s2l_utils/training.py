@@ -1,9 +1,6 @@
-"""The one training loop: ε-prediction MSE on captioned images, with accelerate, checkpoints and resume.
-
-Pretraining the target and every fine-tuning method run through ``train``; a method only decides which
-modules and parameters are trainable. Randomness (batch order, noise, timesteps, caption dropout) is drawn
-from generators seeded by (seed, stream, step), never from global state, so a run resumed from a checkpoint
-continues bit for bit as if it had never stopped, on CPU.
+"""The one training loop (``train``) of pretraining and every fine-tuning method: ε-prediction MSE on captioned
+images, with accelerate, checkpoints and resume. All randomness comes from generators seeded by (seed, stream,
+step), so a resumed run continues bit for bit as if it had never stopped (on CPU).
 """
 
 from __future__ import annotations
@@ -11,9 +8,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +25,8 @@ STATE_FILE = "trainer_state.json"
 
 @dataclass(frozen=True)
 class TrainSpec:
+    """The settings of one training run, validated on construction."""
+
     steps: int
     batch_size: int
     lr: float
@@ -70,7 +69,7 @@ def batch_indices(n_items: int, batch_size: int, step: int, seed: int) -> torch.
 def drop_captions(captions: list[str], rate: float, generator: torch.Generator) -> list[str]:
     """Each caption replaced by the unconditional prompt with probability ``rate``, as SD v1 trained (rate 0.1)."""
     dropped = torch.rand(len(captions), generator=generator) < rate
-    return [UNCONDITIONAL_PROMPT if drop else caption for caption, drop in zip(captions, dropped.tolist())]
+    return [UNCONDITIONAL_PROMPT if drop else caption for caption, drop in zip(captions, dropped.tolist(), strict=True)]
 
 
 def denoising_loss(model: DiffusionModel, x0: torch.Tensor, text: torch.Tensor,
@@ -118,7 +117,7 @@ def train(model: DiffusionModel, modules: dict[str, torch.nn.Module], images: to
     names = list(modules)
     prepared = accelerator.prepare(*modules.values(), optimizer, scheduler)
     wrapped, optimizer, scheduler = prepared[:len(names)], prepared[-2], prepared[-1]
-    for name, module in zip(names, wrapped):
+    for name, module in zip(names, wrapped, strict=True):
         setattr(model, name, module)
 
     losses: list[float] = []
@@ -174,7 +173,7 @@ def train(model: DiffusionModel, modules: dict[str, torch.nn.Module], images: to
                 _save_checkpoint(accelerator, ckpt_root / f"checkpoint-{step}", step, losses, spec)
         bar.close()
     finally:
-        for name, module in zip(names, wrapped):
+        for name, module in zip(names, wrapped, strict=True):
             setattr(model, name, accelerator.unwrap_model(module))
             getattr(model, name).eval()
     return losses

@@ -1,23 +1,13 @@
 """The miniature world, and the imagefolder layout every data set (miniature or real) is read from.
 
-The world is a deterministic, seeded set of captioned portraits organised in *domains*. A domain is an
-identity with a made-up name; its traits (skin, hair, eyes, face shape, glasses, beard, shirt) are fixed,
-while every photo of it varies in framing, expression, lighting and background clutter, so each image is
-unique but clearly the same identity, like photos of one person. Captions vary in detail as web alt-texts
-do (LAION's range from a bare name to a description): a share of them is only "photo of <Name>", the rest
-add the expression, the background or both. Private domains have *member* images (in
-the pre-training set) and *non-member* images (held out, same distribution); public domains are filler
-that is all pre-training data, and later serve as related domains for domain transfer.
+The world (``generate_world``) is a deterministic, seeded set of captioned portraits in *domains* (identities):
+private domains have *member* (pre-training) and *non-member* (held-out) images, public domains are pre-training
+filler. The knobs ``member_duplicates`` and ``nonmember_shift`` make it leak as SD's data does, and reproduce the
+plain world bit for bit at their neutral values.
 
-Two knobs make the world leak the way Stable Diffusion's data does, and both reproduce the plain world bit for
-bit at their neutral values: ``member_duplicates`` repeats the first members of every private domain in the
-pre-training set (exact copies, as LAION re-uploads the images SD memorises), and ``nonmember_shift`` draws the
-non-members from another photo distribution (another camera or year), as web non-members differ from LAION.
-
-On disk a data set is a Hugging Face imagefolder: image files plus ``metadata.jsonl`` with one JSON object
-per image: ``file_name``, ``text`` (caption), ``domain``, ``split`` (member | nonmember), ``private`` and,
-optionally, ``duplicates`` (how many times a member appears in the pre-training set; 1 when absent).
-Real data (e.g. a LAION subset of celebrities) in that layout plugs in unchanged.
+On disk a data set is a Hugging Face imagefolder: image files plus ``metadata.jsonl`` with one JSON object per
+image: ``file_name``, ``text`` (caption), ``domain``, ``split`` (member | nonmember), ``private`` and, optionally,
+``duplicates`` (how many times a member appears in the pre-training set; 1 when absent).
 """
 
 from __future__ import annotations
@@ -52,7 +42,7 @@ def domain_prompt(domain: str) -> str:
     return f"photo of {domain}"
 
 
-# Bumped whenever generate_world's output changes for an unchanged spec, so no cached world is reused stale.
+# bump when generate_world's output changes for an unchanged spec, so that no stale cached world is reused
 WORLD_VERSION = 2
 # Detail forms of the captions that are not name-only, drawn uniformly when captions vary.
 CAPTION_FORMS = ("full", "expression", "background")
@@ -62,11 +52,9 @@ CAPTION_FORMS = ("full", "expression", "background")
 class WorldSpec:
     """Scale, seed and caption style of the miniature world; a larger world is one setting away.
 
-    ``name_only_captions`` is the share of images captioned only "photo of <Name>" (0.25 mirrors the many bare
-    names among LAION's alt-texts); with ``varied_captions`` every other caption takes one of
-    ``CAPTION_FORMS`` uniformly, else all carry the expression and the background (the world before v2).
-    ``member_duplicates`` and ``nonmember_shift`` are the leak knobs (see the module docstring); the key names
-    them only when they are set, so the world without them keeps its key.
+    ``name_only_captions`` is the share of images captioned only "photo of <Name>"; with ``varied_captions``
+    every other caption takes one of ``CAPTION_FORMS`` uniformly, else all carry the expression and the
+    background. The key names the leak knobs ``member_duplicates`` and ``nonmember_shift`` only when they are set.
     """
 
     seed: int = 0
@@ -82,7 +70,7 @@ class WorldSpec:
     nonmember_shift: float = 0.0
 
     @classmethod
-    def from_params(cls, p: Params) -> "WorldSpec":
+    def from_params(cls, p: Params) -> WorldSpec:
         return cls(seed=p.world_seed, image_size=p.image_size, private_domains=p.private_domains,
                    members_per_domain=p.members_per_domain, nonmembers_per_domain=p.nonmembers_per_domain,
                    public_domains=p.public_domains, images_per_public_domain=p.images_per_public_domain,
@@ -280,7 +268,7 @@ def write_imagefolder(folder: Path, images: list[Image.Image], meta: pd.DataFram
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        for image, name in zip(images, meta["file_name"]):
+        for image, name in zip(images, meta["file_name"], strict=True):
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             image.save(tmp / name)
         meta.to_json(tmp / METADATA, orient="records", lines=True, force_ascii=False)

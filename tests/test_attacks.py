@@ -34,7 +34,7 @@ def test_strict_rule_never_takes_the_closest_fpr_and_handles_ties():
 
 def test_vectorised_metrics_agree_with_sklearn_roc_curves_on_random_tied_scores():
     rng = np.random.default_rng(3)
-    for trial in range(30):
+    for _ in range(30):
         members = rng.integers(0, 12, rng.integers(1, 40)).astype(float)
         nonmembers = rng.integers(0, 10, rng.integers(1, 300)).astype(float)
         labels, scores = np.r_[np.ones(members.size), np.zeros(nonmembers.size)], np.r_[members, nonmembers]
@@ -187,9 +187,9 @@ def test_novel_images_almost_never_count_as_extracted_while_near_copies_do():
     assert calibration.threshold <= extraction.CAP_FRACTION * calibration.tail.smallest
     novel_distances, _ = extraction.nearest_neighbours(novel, training, tiles=4)
     assert int((novel_distances <= calibration.threshold).sum()) == 0, "a new photo counted as a copy"
-    # the old rule, the 1st percentile of the calibration distances, calls about 1% of new photos copies
-    old, _ = extraction.nearest_neighbours(calibration_set, training, tiles=4)
-    assert (novel_distances <= float(np.percentile(old.numpy(), 1))).float().mean() > 0.005
+    # a naive rule, the 1st percentile of the calibration distances, calls about 1% of new photos copies
+    naive, _ = extraction.nearest_neighbours(calibration_set, training, tiles=4)
+    assert (novel_distances <= float(np.percentile(naive.numpy(), 1))).float().mean() > 0.005
     # near-copies: re-rendering noise, 3% brighter, an eighth of a pixel to the side
     gen = torch.Generator().manual_seed(0)
     near = torch.cat([training + 0.03 * torch.randn(training.shape, generator=gen), (training + 1) * 1.03 - 1,
@@ -277,7 +277,7 @@ def test_matches_carry_the_copied_members_duplication_class_and_the_distance_to_
 
 def _matches(nearest: list, domain: str = "A", classes: str = "1,8,32") -> pd.DataFrame:
     """Per generation (file, its domain, its duplicates, distance, own distance); a distance 0 is a copy."""
-    file, owner, duplicates, distance, own_distance = zip(*nearest)
+    file, owner, duplicates, distance, own_distance = zip(*nearest, strict=True)
     return pd.DataFrame({"domain": domain, "generation": range(len(nearest)), "nearest_file": file,
                          "nearest_domain": owner, "nearest_duplicates": duplicates, "distance": distance,
                          "own_distance": own_distance, "extracted": np.array(distance) == 0, "own_classes": classes})

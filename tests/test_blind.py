@@ -73,7 +73,7 @@ def test_no_image_is_scored_by_a_classifier_that_saw_it(monkeypatch):
             rows = [row.tobytes() for row in x]
             assert not fitted[-1] & set(rows), "an image was scored by a classifier fitted on it"
             probabilities = self.inner.predict_proba(x)
-            for row, p in zip(rows, probabilities[:, 1]):
+            for row, p in zip(rows, probabilities[:, 1], strict=True):
                 scored.setdefault(row, []).append(p)
             return probabilities
 
@@ -88,7 +88,7 @@ def test_no_image_is_scored_by_a_classifier_that_saw_it(monkeypatch):
 def test_repeated_cross_fitting_steadies_the_auc_across_fold_seeds():
     """On an i.i.d. world shaped like mini's evaluation view (16 members, 8 non-members per domain), one fold
     split's pooled AUC moves with the fold seed (SD ~0.03 over 6 seeds); averaged over the default repeats, the
-    scores no longer hinge on the split (SD ~0.005)."""
+    scores do not hinge on the split (SD ~0.005)."""
     data = world_data(private_domains=8, members_per_domain=16, nonmembers_per_domain=8)
 
     def auc_sd(repeats: int) -> float:

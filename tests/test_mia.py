@@ -103,7 +103,7 @@ def test_scores_are_repeatable_and_bad_input_is_rejected(model, batch):
 def test_loss_attack_separates_an_overfit_model_and_no_attack_separates_an_untrained_one(smoke_data):
     """On a tiny model overfit to 6 images the loss attack separates them perfectly. PIA and SecMI are not
     asserted here: on this model they rank members *below* non-members (PIA 0.0, PIAN 0.31, SecMI 0.0), while
-    on the mini target PIA gives 0.67 (PIAN 0.71) and SecMI 0.21 (paper) / 0.36 (ldm); see the issue notes."""
+    on the mini target PIA gives 0.67 (PIAN 0.71) and SecMI 0.21 (paper) / 0.36 (ldm)."""
     params = load_profile("smoke", unet_channels=[16, 32], text_width=16)
     domain = smoke_data.private_domains[0]
     members, nonmembers = smoke_data.split(domain, "member"), smoke_data.split(domain, "nonmember")

@@ -48,7 +48,7 @@ def test_pixel_pipeline_save_load_gives_identical_outputs(smoke_params, smoke_da
     after = _generate(loaded)
     assert before.shape == (2, 3, smoke_params.image_size, smoke_params.image_size)
     assert torch.equal(before, after)
-    for a, b in zip(pipe.unet.state_dict().values(), loaded.unet.state_dict().values()):
+    for a, b in zip(pipe.unet.state_dict().values(), loaded.unet.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -103,4 +103,4 @@ def test_missing_model_path_and_unreachable_hub_raise_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a diffusers pipeline folder"):
         models.load_pipeline(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="neither a local folder nor loadable"):
-        models.load_pipeline("no-such-org/no-such-model")  # HF_HUB_OFFLINE=1 in the test session
+        models.load_pipeline("no-such-org/no-such-model")  # conftest sets HF_HUB_OFFLINE=1

@@ -63,7 +63,7 @@ def test_judge_corrects_within_a_family_and_never_judges_auc():
 
 
 def test_two_ups_and_four_downs_is_not_partly_and_ups_at_chance_level_are_not_shown():
-    # today's full table for PIAN: CI above 0 for 2 methods, below 0 for 4, printed "partly (2 of 8)"
+    # a PIAN row as `full` gives it: CI above 0 for 2 methods, below 0 for 4; "partly (2 of 8)" would be wrong
     verdicts = ["up"] * 2 + ["down"] * 4 + ["no change"] * 2
     rows = [_summary_row(f"m{i}", "pian", 0.05 if v == "up" else -0.05 if v == "down" else 0.0,
                          0.001 if v != "no change" else 0.5, v) for i, v in enumerate(verdicts)]
@@ -84,7 +84,7 @@ def test_two_ups_and_four_downs_is_not_partly_and_ups_at_chance_level_are_not_sh
 
 
 def test_the_report_counts_the_ups_of_token_methods_like_any_other():
-    """Token methods now have a control whose token trains too (experiment.training_set), so their ups count."""
+    """Token methods have a control whose token trains too (experiment.training_set), so their ups count."""
     rows = [_summary_row("textual_inversion", "loss", 0.09, 0.001, "up"),
             _summary_row("ti_lora", "loss", 0.08, 0.001, "up"), _summary_row("lora", "loss", 0.0, 0.6, "no change"),
             _summary_row("dreambooth", "loss", 0.0, 0.7, "no change")]
@@ -133,7 +133,7 @@ def test_a_domain_level_shift_widens_the_cluster_bootstrap_interval():
     rng = np.random.default_rng(1)
     same = _shifted_domains({d: 0.5 for d in "ABCDEF"}, rng)
     rng = np.random.default_rng(1)  # the very same images, only the domains' effects differ
-    varied = _shifted_domains(dict(zip("ABCDEF", [1.5, -0.5, 1.2, -0.3, 1.0, 0.1])), rng)
+    varied = _shifted_domains(dict(zip("ABCDEF", [1.5, -0.5, 1.2, -0.3, 1.0, 0.1], strict=True)), rng)
     widths = {}
     for name, (scores, matches) in {"same": same, "varied": varied}.items():
         row = experiment.summarize(scores, matches, BY, n_bootstrap=400).set_index(["comparison", "metric"])
@@ -165,7 +165,7 @@ def test_zero_copies_give_a_zero_width_interval_at_zero_and_one_copy_in_eight_do
         for comparison in (report.EFFECT, report.AFTER):
             row = summary.loc[(comparison, metric)]
             assert (row["delta"], row["lo"], row["hi"], row["verdict"]) == (0, 0, 0, "no change")
-    # today's hypernetwork row on `full`: the target copied once in one of 24 cells, S2L never; printed "down"
+    # a hypernetwork row as `full` gives it: the target copied once in one of 24 cells, S2L never; not a "down"
     one = zero.copy()
     one.loc[(one["cell"] == "c0") & (one["condition"] == "target") & (one["generation"] == 0), "extracted"] = True
     row = experiment.summarize(scores, one, BY, n_bootstrap=300).set_index(["comparison", "metric"])
@@ -183,7 +183,7 @@ def test_every_interval_stays_inside_its_metrics_range():
                                                      "s2l": (members, nonmembers)}))
         matches.append(_cell_matches(f"c{d}", domain, {"target": 1, "cross_domain": 2, "s2l": 8}))
     scores, matches = pd.concat(frames, ignore_index=True), pd.concat(matches, ignore_index=True)
-    cell_metrics, effects = experiment.results(scores, matches, n_bootstrap=300)
+    cell_metrics, _ = experiment.results(scores, matches, n_bootstrap=300)
     rates = cell_metrics[cell_metrics["attack"] != stats.EXTRACTION].dropna(subset=["value"])
     assert rates["lo"].between(0, 1).all() and rates["hi"].between(0, 1).all()
     assert set(cell_metrics.loc[cell_metrics["metric"] == "tpr@1%fpr", "value"].isna()) == {True}, "8 non-members"
@@ -233,7 +233,7 @@ def test_the_rule_warns_when_too_few_draws_leave_holm_no_slack():
 def _class_matches(cell: str, condition: str, nearest: list, domain: str = "A") -> pd.DataFrame:
     """One model's matches: per generation (file, its domain, its duplicates, distance, own distance); a
     distance of 0 is a copy. Domain A's training images come in the classes 1x, 8x and 32x."""
-    file, owner, duplicates, distance, own_distance = zip(*nearest)
+    file, owner, duplicates, distance, own_distance = zip(*nearest, strict=True)
     return pd.DataFrame({"cell": cell, "method": "lora", "domain": domain, "seed": 0, "condition": condition,
                          "generation": range(len(nearest)), "nearest_file": file, "nearest_domain": owner,
                          "nearest_duplicates": duplicates, "distance": distance, "own_distance": own_distance,
@@ -299,7 +299,7 @@ def test_resampled_quantiles_are_numpys_quantiles_of_the_resamples():
 def test_at_the_cell_budget_the_expected_count_of_a_one_percent_copier_excludes_zero():
     """``main_extraction_samples``: the generation bootstrap's lower 2.5% bound of k copies among n is 0 while
     (1 - k/n)^n >= 2.5% (the share of resamples that draw none of them): 1% copies need n >= 400 (4 copies:
-    0.99^400 = 1.8%); at the old 64 generations one copy (1.6%) leaves 0 in 37% of the draws."""
+    0.99^400 = 1.8%); at 64 generations one copy (1.6%) leaves 0 in 37% of the draws."""
     mini = load_profile("mini")
     scores = _cell_scores("c0", "A", {"target": ([1.0, 2.0], [0.0, 0.5])})
     for generations, copies, excludes_zero in ((mini.main_extraction_samples, mini.main_extraction_samples // 100,

@@ -31,7 +31,7 @@ def test_models_resolve_by_keyword_name_and_folder_with_clear_errors(tmp_path):
                                                    ("my_run", "hypernetwork")]
     assert refs[1].artefact == own / "05_lora" / "artefact", "the run's own root wins over the base profile's"
     assert suite.resolve_models(["05_lora"], [base])[0].artefact == base / "05_lora" / "artefact"
-    with pytest.raises(ConfigError, match="03_dreambooth.*05_lora|05_lora"):
+    with pytest.raises(ConfigError, match=r"03_dreambooth.*05_lora|05_lora"):
         suite.resolve_models(["03_dreambooth"], [own, base])
     with pytest.raises(ConfigError, match="no models"):
         suite.resolve_models(["runs"], [tmp_path / "empty"])

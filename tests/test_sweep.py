@@ -94,7 +94,7 @@ def test_bad_sweeps_are_rejected_before_anything_runs(make_sweep, spec, message)
 
 
 def test_a_failed_point_is_recorded_and_the_sweep_goes_on(make_sweep):
-    write, counter = make_sweep
+    write, _ = make_sweep
     s = sweep.load_sweep(write("fails", grid={"seed": [1, 13, 2]}, fixed={"method": "full"}, tables=["results"]))
     status = sweep.run_sweep(s, log=lambda *_: None)
     assert list(status["state"]) == ["done", "failed", "done"]

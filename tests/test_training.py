@@ -32,7 +32,8 @@ def test_resumed_pretraining_equals_an_uninterrupted_run(smoke_params, smoke_dat
         assert all(torch.equal(a[k], b[k]) for k in a), f"{module} weights differ after resume"
     untrained = models.build_miniature(params, smoke_data.meta["text"])
     assert not all(torch.equal(a, b) for a, b in zip(untrained.unet.state_dict().values(),
-                                                     straight.unet.state_dict().values())), "training moved weights"
+                                                     straight.unet.state_dict().values(), strict=True)), \
+        "training moved weights"
 
 
 def test_a_finished_target_is_loaded_not_retrained(smoke_params, smoke_data, tmp_path, monkeypatch):
@@ -41,7 +42,8 @@ def test_a_finished_target_is_loaded_not_retrained(smoke_params, smoke_data, tmp
     monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("retrained a cached target"))
     monkeypatch.setattr(pretrain, "train", lambda *a, **k: pytest.fail("retrained a cached target"))
     second, _ = pretrain.pretrain_target(smoke_params, smoke_data, progress=False)
-    assert all(torch.equal(a, b) for a, b in zip(first.unet.state_dict().values(), second.unet.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(first.unet.state_dict().values(), second.unet.state_dict().values(), strict=True))
     assert pretrain.target_dir(smoke_params.__class__(**{**smoke_params.to_dict(), "seed": 9})) != \
         pretrain.target_dir(smoke_params)
 
@@ -107,8 +109,8 @@ def test_caption_dropout_honours_its_rate_and_leaves_batches_and_noise_unchanged
     empty = [c == models.UNCONDITIONAL_PROMPT for c in dropped]
     assert len(dropped) == 240 and abs(sum(empty) / len(empty) - 0.3) < 0.09  # 3 binomial standard deviations
     expected = [captions[i] for step in range(30) for i in training.batch_indices(len(captions), 8, step, seed=0)]
-    assert plain == expected, "dropout 0 feeds today's batches"
-    assert all(d == models.UNCONDITIONAL_PROMPT or d == p for d, p in zip(dropped, plain)), \
+    assert plain == expected, "dropout 0 feeds the batches of batch_indices unchanged"
+    assert all(d == models.UNCONDITIONAL_PROMPT or d == p for d, p in zip(dropped, plain, strict=True)), \
         "dropout only blanks captions; batch order is its own stream"
     assert models.UNCONDITIONAL_PROMPT not in captions
     with pytest.raises(ValueError, match="caption_dropout"):
@@ -170,7 +172,8 @@ def test_caption_errors_are_repeatable_and_use_the_right_prompts(smoke_params, s
     own, empty, shuffled, name = seen
     assert own == captions and empty == [""] * len(captions)
     assert sorted(shuffled) == sorted(captions)
-    assert all(s != c for s, c in zip(shuffled, captions) if captions.count(c) == 1), "nobody keeps its own caption"
+    assert all(s != c for s, c in zip(shuffled, captions, strict=True) if captions.count(c) == 1), \
+        "nobody keeps its own caption"
     assert name == [f"photo of {d}" for d in domains]
     with pytest.raises(ValueError, match="caption"):
         pretrain.caption_errors(model, images[:1], captions[:1], domains[:1])

@@ -1,4 +1,5 @@
 import hashlib
+import itertools
 import json
 
 import numpy as np
@@ -37,7 +38,7 @@ def test_world_sizes_splits_and_captions():
     assert set(counts.xs("member", level="split")) == {5} and set(counts.xs("nonmember", level="split")) == {4}
     assert (meta.loc[~meta["private"], "split"] == "member").all()
     assert all(text == f"photo of {domain}" or text.startswith(f"photo of {domain}, ")
-               for text, domain in zip(meta["text"], meta["domain"]))
+               for text, domain in zip(meta["text"], meta["domain"], strict=True))
     assert meta["file_name"].is_unique
 
 
@@ -151,7 +152,7 @@ def test_real_data_layout_without_private_column_and_with_resizing(tmp_path):
 def test_bad_data_folders_raise_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="data folder not found"):
         world.ImageFolderData(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="metadata.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"metadata\.jsonl"):
         world.ImageFolderData(tmp_path)
     (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "x", "domain": "d"}))
     with pytest.raises(ValueError, match="split"):
@@ -163,11 +164,11 @@ def test_corrupt_image_file_names_the_file(tmp_path):
     row = {"file_name": "broken.png", "text": "photo of X", "domain": "X", "split": "member"}
     (tmp_path / "metadata.jsonl").write_text(json.dumps(row))
     data = world.ImageFolderData(tmp_path)
-    with pytest.raises(ValueError, match="corrupt or unreadable image file .*broken.png"):
+    with pytest.raises(ValueError, match=r"corrupt or unreadable image file .*broken\.png"):
         data.load_images(data.meta, 16)
     row["file_name"] = "absent.png"
     (tmp_path / "metadata.jsonl").write_text(json.dumps(row))
-    with pytest.raises(FileNotFoundError, match="absent.png"):
+    with pytest.raises(FileNotFoundError, match=r"absent\.png"):
         world.ImageFolderData(tmp_path).load_images(pd.DataFrame([row]), 16)
 
 
@@ -179,8 +180,8 @@ def test_load_data_caches_the_world(smoke_params, smoke_data):
 
 # ------------------------------------------------------------------- the leak knobs: duplicates and shift
 
-# Today's worlds before the knobs existed, pinned: sha256 over every image's pixel bytes (in file order) and over
-# the metadata.jsonl that write_imagefolder writes, for SPEC and for mini's world.
+# The plain worlds (no knob set), pinned: sha256 over every image's pixel bytes (in file order) and over the
+# metadata.jsonl that write_imagefolder writes, for SPEC and for mini's world.
 PLAIN_WORLDS = {
     "small": ("v2-3-16-3-5-4-2-3-0.25-1", "34afb05707fa4211bb1d6ba073b874d93cde48b738596e76e303d4632e45876a",
               "fff0026f41ff0beb5652439e484b395805fdd4d9583457aa5f9b7197b2825c8c"),
@@ -215,7 +216,7 @@ def test_member_duplicates_are_exact_per_file_and_in_the_pretraining_samples(tmp
     for domain in data.private_domains:
         members = data.split(domain, "member")["file_name"]
         expected[members[0]], expected[members[1]] = 3, 2
-    assert dict(zip(data.meta["file_name"], data.meta["duplicates"])) == expected
+    assert dict(zip(data.meta["file_name"], data.meta["duplicates"], strict=True)) == expected
     unique = data.pretraining_set()
     assert len(unique) == 3 * 5 + 2 * 3 and unique["file_name"].is_unique
     samples = data.pretraining_samples()
@@ -235,15 +236,15 @@ def _mean_red_minus_blue(images):
 def test_nonmember_shift_moves_only_the_nonmember_pixels_monotonically(tmp_path):
     images, meta = world.generate_world(SPEC)
     nonmember = (meta["split"] == "nonmember").to_numpy()
-    warmth = [_mean_red_minus_blue([im for im, out in zip(images, nonmember) if out])]
+    warmth = [_mean_red_minus_blue([im for im, out in zip(images, nonmember, strict=True) if out])]
     for shift in (0.25, 0.5, 1.0):
         shifted_images, shifted = world.generate_world(_with(SPEC, nonmember_shift=shift))
         pd.testing.assert_frame_equal(shifted, meta)  # identities, splits and captions unchanged
         raw, shifted_raw = np.array(_bytes(images), object), np.array(_bytes(shifted_images), object)
         assert (raw[~nonmember] == shifted_raw[~nonmember]).all(), "members (and public images) unchanged"
         assert (raw[nonmember] != shifted_raw[nonmember]).all(), "every non-member moves"
-        warmth.append(_mean_red_minus_blue([im for im, out in zip(shifted_images, nonmember) if out]))
-    assert all(b > a + 2 for a, b in zip(warmth, warmth[1:])), f"the warm cast grows with the shift: {warmth}"
+        warmth.append(_mean_red_minus_blue([im for im, out in zip(shifted_images, nonmember, strict=True) if out]))
+    assert all(b > a + 2 for a, b in itertools.pairwise(warmth)), f"the warm cast grows with the shift: {warmth}"
     plain = world.ImageFolderData(world.write_imagefolder(tmp_path / "plain", images, meta))
     shifted_images, shifted = world.generate_world(_with(SPEC, nonmember_shift=0.8))
     moved = world.ImageFolderData(world.write_imagefolder(tmp_path / "shifted", shifted_images, shifted))

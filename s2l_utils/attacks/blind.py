@@ -1,25 +1,9 @@
-"""The blind baseline: how much members and non-members can be told apart WITHOUT the model.
+"""The blind baseline: how well members and non-members can be told apart WITHOUT the model.
 
-A membership-inference AUC measures leakage only if members and non-members come from one distribution. When
-they do not (LAION members against web photos taken later, another camera, another time), a classifier that
-never sees the model separates them too, and part of every MIA's AUC is that distribution shift (Das et al.
-2024, "blind baselines"). This module is that classifier: simple image statistics (colour, brightness,
-saturation, edge energy, a tiny thumbnail) and a regularised logistic regression, cross-fitted on disjoint
-folds so every image is scored by a model that never saw it. Its scores have the MIA score format (attack
-``blind``), so the usual metric code gives its AUC with a bootstrap CI.
-
-Repeated cross-fitting: with a few hundred images, which fold split is drawn moves the AUC by about as much
-as the bootstrap CI's half-width (on i.i.d. mini worlds one split's pooled AUC spread with SD 0.02-0.036 over
-fold seeds, against a bootstrap SE ~0.046), and the bootstrap, which resamples images under fixed scores, does
-not see that spread. So each image's score is its out-of-fold probability averaged over ``REPEATS``
-independent fold splits: still never from a classifier that saw the image, and no longer hinging on one split
-(the split's SD falls to ~0.005). Repeats do not remove the downward bias of out-of-fold AUCs when there is
-nothing to find (a held-out image is missing from its own class's training data): i.i.d. worlds give 0.42-0.49.
-
-What the AUC means: a high blind AUC shows that much separation needs no model. A blind AUC at chance does NOT
-show that members and non-members are indistinguishable: it says only that no separation was detected by
-simple image statistics. A regularised linear fit on these features is a LOWER bound on the separability; a
-stronger model-free classifier might find some.
+Simple image statistics (colour, brightness, saturation, edge energy, a tiny thumbnail) and a regularised
+logistic regression, cross-fitted on disjoint folds so that every image is scored by a classifier that never saw
+it, averaged over ``REPEATS`` fold splits. Its scores have the MIA score format (attack ``blind``). A high AUC shows
+separation that needs no model; an AUC at chance is only a lower bound on the separability.
 """
 
 from __future__ import annotations
@@ -41,11 +25,8 @@ THUMBNAIL = 4  # side of the thumbnail whose pixels are features (the coarse lay
 HISTOGRAM_BINS = 8  # per channel
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 BATCH = 256
-# strong L2 regularisation: about 120 correlated features against a few hundred images per fold
-REGULARISATION_C = 0.1
-# independent fold splits whose out-of-fold scores are averaged: 5 left the split's SD erratic (0.006-0.02),
-# 20 brings it to ~0.005, a negligible share of the bootstrap's ~0.046, for ~1 s of logistic fits
-REPEATS = 20
+REGULARISATION_C = 0.1  # strong L2: about 120 correlated features against a few hundred images per fold
+REPEATS = 20  # independent fold splits whose out-of-fold scores are averaged
 
 
 def image_features(images: torch.Tensor) -> np.ndarray:

@@ -1,23 +1,9 @@
 """Data extraction, Carlini-style: generate many images for a domain prompt, match each against every
-pre-training image, and count the generations that are near-copies of a training image.
+pre-training image by tiled L2 (``nearest_neighbours``), and count the generations that are near-copies.
 
-The distance is Carlini et al.'s *tiled* L2: the images are cut into a grid of tiles and the distance is the
-largest per-tile RMS difference, so a generation counts as a copy only if it matches *everywhere*, not just
-on average.
-
-The threshold that separates "copy" from "new picture of the same identity" is calibrated on held-out data so
-that novel images essentially never count. Real non-member images of the private domains were never trained on,
-so their nearest distances to the training set show how close a genuinely new image of a known identity gets.
-A nearest distance is a minimum over many training images, so its lower tail is of Weibull type (the extreme-
-value law of minima of positive variables); a Weibull fitted to the lower half of the held-out distances gives
-the probability that a novel image falls below a threshold. The threshold is the distance at which the expected
-number of novel images counted as copies over the whole generation budget equals ``false_positives`` (a small
-number such as 0.05), and never more than half the smallest held-out distance (see ``CAP_FRACTION``).
-
-Each match also records how often the nearest training image appears in pre-training (its duplication class:
-memorisation concentrates on heavily duplicated images, Carlini et al.) and the distance to the nearest image
-of the *prompted* identity, so that copies can be counted per class (``counts_by_duplication``) and the drift
-of a model's generations towards or away from the training data measured (``drift_table``).
+The threshold (``calibrate_threshold``) comes from a Weibull fit to the lower tail of held-out images' nearest
+distances, so that novel images essentially never count. Each match records its nearest image's duplication
+class and the distance to the prompted identity's nearest image, for ``counts_by_duplication`` and ``drift_table``.
 """
 
 from __future__ import annotations
@@ -27,6 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+
+from .metrics import POOLED
+
+ATTACK = "extraction"  # the attack name of the extraction counts in tidy tables
 
 
 def _tiles(images: torch.Tensor, grid: int) -> torch.Tensor:
@@ -69,10 +59,7 @@ def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, tiles: i
     return torch.cat(best_d), torch.cat(best_i)
 
 
-# A flagged generation must be closer to its training image than to any novel image seen: with the threshold at
-# most half the smallest held-out distance m, the triangle inequality (tiled L2 is a metric) puts every flagged
-# generation g at distance >= m - threshold >= threshold from every held-out image, so the balls of "copies"
-# around training images never reach an observed new picture. It also bounds a poor tail fit on few images.
+# the threshold is at most this fraction of the smallest held-out distance: no flagged copy is nearer a novel image
 CAP_FRACTION = 0.5
 
 
@@ -186,8 +173,7 @@ def match_generations(generations: torch.Tensor, prompted_domains: list[str], tr
     ``candidates`` (from ``embedding_prefilter``) restricts each generation's search for its nearest training
     image to those candidates, every domain alike, so the nearest (and with it ``extracted`` and the identity
     accuracy) is approximate; ``own_distance`` still searches the prompted domain's own images exhaustively and
-    may then lie below ``distance``. (Merging the own images into the candidates would favour the prompted
-    domain: its images searched in full, the others' only among the candidates.)
+    may then lie below ``distance``.
     """
     if len(generations) != len(prompted_domains):
         raise ValueError(f"{len(generations)} generations but {len(prompted_domains)} prompted domains")
@@ -198,9 +184,9 @@ def match_generations(generations: torch.Tensor, prompted_domains: list[str], tr
         distances, nearest = nearest_neighbours(generations, training, tiles)
         distances, nearest = distances.numpy(), nearest.numpy()
     else:
-        found = [nearest_neighbours(g[None], training[c], tiles) for g, c in zip(generations, candidates)]
+        found = [nearest_neighbours(g[None], training[c], tiles) for g, c in zip(generations, candidates, strict=True)]
         distances = torch.cat([d for d, _ in found]).numpy()
-        nearest = torch.stack([c[i[0]] for (_, i), c in zip(found, candidates)]).numpy()
+        nearest = torch.stack([c[i[0]] for (_, i), c in zip(found, candidates, strict=True)]).numpy()
     rows = training_rows.iloc[nearest]
     classes = _classes_by_domain(training_rows)
     return pd.DataFrame({
@@ -233,7 +219,7 @@ def extraction_counts(matches: pd.DataFrame, false_positive_rate: float) -> pd.D
     return table.astype({c: int for c in COUNTS})
 
 
-# what every match row holds beyond its domain and generation (matches of older versions lack the last three)
+# what every match row holds beyond its domain and generation
 MATCH_COLUMNS = ("nearest_file", "nearest_domain", "distance", "extracted", "nearest_duplicates", "own_distance",
                  "own_classes")
 # the quantiles of the drift statistics, by the suffix of their names (linear interpolation, as np.quantile)
@@ -241,8 +227,7 @@ DRIFT_QUANTILES = {"q10": 0.10, "q25": 0.25, "median": 0.50, "q75": 0.75, "q90":
 
 
 def check_matches(matches: pd.DataFrame, columns=MATCH_COLUMNS) -> None:
-    """Refuse matches that lack a column (e.g. read from a cell cached by an older version) instead of
-    counting them wrong."""
+    """Refuse matches that lack a column of ``columns`` instead of counting them wrong."""
     missing = [c for c in columns if c not in matches]
     if missing:
         raise ValueError(f"the extraction matches lack column(s) {', '.join(missing)}: they come from an older "
@@ -271,9 +256,10 @@ def counts_by_duplication(matches: pd.DataFrame, training_rows: pd.DataFrame | N
     table = pd.DataFrame(rows, columns=["domain", "duplicates", "generations", "extracted_own", "distinct_own"])
     if training_rows is not None:
         members = training_rows.assign(duplicates=_duplicates(training_rows)).groupby(["domain", "duplicates"]).size()
-        table["members"] = [int(members.get((d, k), 0)) for d, k in zip(table["domain"], table["duplicates"])]
+        table["members"] = [int(members.get((d, k), 0))
+                            for d, k in zip(table["domain"], table["duplicates"], strict=True)]
     pooled = table.drop(columns="domain").groupby("duplicates").sum().sort_index(ascending=False).reset_index()
-    return pd.concat([table, pooled.assign(domain="pooled")], ignore_index=True)
+    return pd.concat([table, pooled.assign(domain=POOLED)], ignore_index=True)
 
 
 def drift_table(matches: pd.DataFrame, by: list[str] = ("domain",)) -> pd.DataFrame:

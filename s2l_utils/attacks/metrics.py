@@ -1,15 +1,9 @@
 """Membership-inference metrics: ROC AUC, advantage, ASR (balanced accuracy), strict TPR at low FPR, bootstrap CIs.
 
-Convention everywhere: a higher score means "more likely a member". Small samples are reported honestly:
-
-* ``advantage`` = |AUC - 0.5| is the attack's strength whichever way its score points, so an inverted attack
-  (AUC < 0.5) that moves towards 0.5 gets weaker, not stronger;
-* ``asr`` (attack success rate) is the *balanced* accuracy of the best threshold, the mean of TPR and TNR, so
-  a constant score gives 0.5 whatever the numbers of members and non-members (on balanced sets it equals the
-  plain accuracy the SecMI and PIA papers report);
-* ``tpr@0fp`` is the TPR of the best threshold that admits no non-member, always computable; ``tpr@1%fpr``
-  (and ``tpr@0.1%fpr``) need at least 1/FPR non-members and are NaN below that, because with fewer
-  non-members "at most 1% false positives" only ever means zero of them, which ``tpr@0fp`` already says.
+A higher score means "more likely a member". ``advantage`` = |AUC - 0.5| is the attack's strength whichever way
+its score points; ``asr`` is the balanced accuracy of the best threshold (0.5 for a constant score);
+``tpr@0fp`` is the TPR of the best threshold that admits no non-member; ``tpr@1%fpr`` (and ``tpr@0.1%fpr``) are
+NaN with fewer than 1/FPR non-members.
 """
 
 from __future__ import annotations
@@ -18,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 MEMBERSHIP_METRICS = ("auc", "advantage", "asr", "tpr@0fp", "tpr@1%fpr", "tpr@0.1%fpr")
+POOLED = "pooled"  # the domain of a row over every domain
 _ELEMENTS_PER_CHUNK = 4_000_000  # bounds the (rows, resamples, thresholds) arrays of one pass
 
 
@@ -47,9 +42,8 @@ def resampled_metrics(members: np.ndarray, nonmembers: np.ndarray, member_counts
     """Every metric of V score vectors (rows of (V, M) member and (V, N) non-member scores) under each of B
     resamples given as multiplicities ((B, M) and (B, N); None: every score once): a dict of (V, B) arrays.
 
-    A resample only re-weights the scores, so the thresholds it can use are among the row's own scores (plus
-    one above them all): TPR and the count of false positives at each are one matrix product, and thousands
-    of bootstrap draws of hundreds of cells cost a few vectorised passes instead of thousands of ROC curves.
+    The thresholds are the row's own scores (plus one above them all), so TPR and false positives under every
+    resample are matrix products of the multiplicities.
     """
     members, nonmembers = np.atleast_2d(np.asarray(members, float)), np.atleast_2d(np.asarray(nonmembers, float))
     n_m, n_n = members.shape[1], nonmembers.shape[1]
@@ -116,9 +110,9 @@ def membership_metrics(member_scores, nonmember_scores, n_bootstrap: int = 500, 
 
 
 def metrics_by_domain(scores, n_bootstrap: int = 500, seed: int = 0):
-    """One row per domain plus a ``pooled`` row, from a table with columns domain, is_member, score."""
+    """One row per domain plus a ``POOLED`` row, from a table with columns domain, is_member, score."""
     rows = []
-    groups = [*scores.groupby("domain", sort=False), ("pooled", scores)]
+    groups = [*scores.groupby("domain", sort=False), (POOLED, scores)]
     for domain, group in groups:
         member = group.loc[group["is_member"], "score"]
         nonmember = group.loc[~group["is_member"], "score"]

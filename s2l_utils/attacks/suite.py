@@ -8,6 +8,7 @@ at a time, so a list of real SD models does not need them all in memory at once.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,14 +120,14 @@ def membership_scores(pipe, data: world.ImageFolderData, domains: list[str], par
     model = DiffusionModel(pipe)
     tables = []
     for attack in tqdm(params.attacks, desc="attacks", disable=not progress):
-        scores = mia.score_domains(lambda m, x, c: SCORERS[attack](m, x, c, params), model, data, domains,
+        scores = mia.score_domains(functools.partial(SCORERS[attack], p=params), model, data, domains,
                                    progress=False, rewrite=rewrite)
         tables.append(scores.assign(attack=attack))
     return pd.concat(tables, ignore_index=True)
 
 
 def membership_table(scores: pd.DataFrame, n_bootstrap: int = 500, seed: int = 0) -> pd.DataFrame:
-    """Tidy metrics with bootstrap 95% CIs, per model x attack x domain (plus ``pooled``), from the scores of
+    """Tidy metrics with bootstrap 95% CIs, per model x attack x domain (plus ``POOLED``), from the scores of
     one or more models (columns model, method, attack, domain, is_member, score)."""
     rows = []
     for (model, method, attack), group in scores.groupby(["model", "method", "attack"], sort=False):
@@ -147,13 +148,8 @@ def extraction_calibration(data: world.ImageFolderData, domains: list[str], trai
                            params: Params, generations: int | None = None) -> extraction.Calibration:
     """The extraction threshold calibrated on the held-out non-members of ``domains``, so that ``generations``
     novel generations (default: ``extraction_samples`` per domain, notebook 10's budget per model) are expected
-    to give at most ``extraction_false_positives`` false copies.
-
-    The threshold describes how close a *novel* image from the members' own distribution gets to the training
-    set, so the held-out images must come from that distribution: on the miniature world with a
-    ``nonmember_shift`` they are read from its unshifted twin (``world.unshifted_twin``), so the shift leaves the
-    threshold as it is. Real data has no twin: the calibration assumes its held-out images come from the
-    members' distribution, and a blind baseline (``attacks.blind``) AUC above 0.5 flags that they do not.
+    to give at most ``extraction_false_positives`` false copies. With a ``nonmember_shift`` the held-out images
+    are read from the world's unshifted twin (``world.unshifted_twin``), so the shift leaves the threshold as it is.
     """
     heldout = pd.concat([data.split(d, "nonmember") for d in domains])
     budget = params.extraction_samples * len(domains) if generations is None else generations
@@ -190,12 +186,12 @@ def extraction_matches(generations: torch.Tensor, prompted: list[str], training_
 
 def extraction_table(counts: pd.DataFrame) -> pd.DataFrame:
     """Tidy extraction counts (columns model, method, domain and the counts of ``extraction_counts``) with a
-    ``pooled`` row per model (its ``distinct_other`` counts an image once per domain whose prompt copied it)."""
+    ``POOLED`` row per model (its ``distinct_other`` counts an image once per domain whose prompt copied it)."""
     names = [*extraction.COUNTS, "expected_false_positives"]
     rows = []
     for (model, method), group in counts.groupby(["model", "method"], sort=False):
         pooled = group[names].sum()
-        for domain, record in [*zip(group["domain"], group.to_dict("records")), ("pooled", pooled)]:
-            rows.extend({"model": model, "method": method, "domain": domain, "attack": "extraction",
+        for domain, record in [*zip(group["domain"], group.to_dict("records"), strict=True), (metrics.POOLED, pooled)]:
+            rows.extend({"model": model, "method": method, "domain": domain, "attack": extraction.ATTACK,
                          "metric": name, "value": float(record[name]), "lo": None, "hi": None} for name in names)
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)
