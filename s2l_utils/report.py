@@ -114,7 +114,7 @@ def drift_claim(main: pd.DataFrame) -> dict | None:
     gain, after = drift[drift["comparison"] == EFFECT], drift[drift["comparison"] == AFTER]
     if gain.empty:
         return None
-    towards = {"up": "away", "down": "towards", "no change": "no shown change"}
+    towards = {stats.UP: "away", stats.DOWN: "towards", stats.NO_CHANGE: "no shown change"}
     per_method = "; ".join(f"{r['method']} {ci_text(r)} ({towards.get(r['verdict'], r['verdict'])})"
                            for _, r in gain.iterrows())
     means = main[(main["comparison"] == AFTER) & main["metric"].isin(["own_nearest_median", "identity_accuracy"])]
@@ -127,7 +127,7 @@ def drift_claim(main: pd.DataFrame) -> dict | None:
     # so drifts away by construction, which makes S2L read "towards" against it
     counted = gain[~gain["method"].map(finetune.is_token_method)]
     counts = stats.tally(counted.assign(delta=-counted["delta"], verdict=counted["verdict"].map(
-        {"up": "down", "down": "up"}).fillna(counted["verdict"])))
+        {stats.UP: stats.DOWN, stats.DOWN: stats.UP}).fillna(counted["verdict"])))
     bracket = token_bracket(main, stats.EXTRACTION, "nearest_median")
     return {"claim": "(drift) S2L moves the attacked domain's generations towards its training images (a fall of "
                      "their median distance to the nearest one)",
@@ -234,7 +234,7 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[dict]:
                     "agrees": stats.agreement(counts)})
     if "map" in tables:
         cells = tables["map"][tables["map"]["metric"] == stats.STRENGTH]
-        up = cells[cells["verdict"] == "up"]
+        up = cells[cells["verdict"] == stats.UP]
         counts = stats.tally(cells)
         out.append({"claim": "(the S2L map) there is a fine-tuning strength where S2L appears",
                     "measured": f"{len(cells)} (lr, steps, target, attack) cells: {_counted(counts)}" +

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from s2l_utils import experiment, paths, regimes, run, sweep
+from s2l_utils import experiment, paths, regimes, run, stats, sweep
+from s2l_utils.attacks import metrics
 from s2l_utils.config import ConfigError
 
 pytestmark = pytest.mark.notebooks
@@ -96,7 +97,7 @@ def test_attack_notebooks_compare_the_target_with_every_fine_tuned_run(smoke_run
     assert extraction["threshold"] > 0 and "Weibull lower tail" in extraction["threshold_rule"]
     assert 0 < extraction["expected_false_positives"] <= 0.05 + 1e-9
     counts = pd.read_parquet(by_name["10_data_extraction"] / "extraction_metrics.parquet")
-    generations = counts[(counts["metric"] == "generations") & (counts["domain"] != "pooled")]
+    generations = counts[(counts["metric"] == "generations") & (counts["domain"] != metrics.POOLED)]
     assert generations["value"].eq(6).all() and len(generations) == 7 * 3  # 6 per domain, 3 domains, 7 models
     figures = {p.name for name in ("09_membership_inference", "10_data_extraction")
                for p in (by_name[name] / "figures").iterdir()}
@@ -113,9 +114,9 @@ def test_experiment_notebooks_write_effects_and_the_report_restates_them(smoke_r
     assert set(summary["method"]) == {"lora", "textual_inversion"}
     assert {experiment.AFTER, experiment.EFFECT, experiment.VS_REAL_NONMEMBER, experiment.VS_CROSS_DOMAIN} == \
         set(summary["comparison"]), "lora: S2L - real non-member beside its effect; TI: S2L - cross-domain"
-    membership = summary[summary["attack"] != "extraction"].dropna(subset=["delta"])  # tpr@1%fpr: NaN, 3 non-members
+    membership = summary[summary["attack"] != stats.EXTRACTION].dropna(subset=["delta"])  # tpr@1%fpr: NaN
     assert (membership["lo"] <= membership["hi"]).all() and membership[["lo", "hi"]].abs().le(1).all().all()
-    assert set(summary.loc[summary["metric"] == "advantage", "verdict"]) <= {"up", "down", "no change"}
+    assert set(summary.loc[summary["metric"] == "advantage", "verdict"]) <= {stats.UP, stats.DOWN, stats.NO_CHANGE}
     assert json.loads((main / "metrics.json").read_text())["cells"] == 2
     ablations = pd.read_parquet(by_name["12_ablations"] / "ablation_summary.parquet")
     assert set(ablations["ablation"]) == {"sp_level", "sp_size", "ft_steps", "ft_lr", "weight_noise"}
