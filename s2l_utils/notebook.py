@@ -25,28 +25,37 @@ from .config import Params, load_profile
 from .models import resolve_device
 
 PARAMS_FILE = "params.json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 METRICS_FILE = "metrics.json"
 _VERSIONED = ("torch", "diffusers", "transformers", "peft", "accelerate", "numpy", "pandas")
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` through a temporary file and a rename, so readers never see half a file."""
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` through a temporary file and a rename, so readers never see half a file; the file gets the
+    permissions a plain ``open`` would give it (mkstemp's are private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
+def write_text(path: Path, text: str) -> Path:
+    """``write_bytes`` of ``text`` in UTF-8."""
+    return write_bytes(path, text.encode())
+
+
 def write_json(path: Path, payload) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=1, default=_jsonable)
-    os.replace(tmp, path)
+    """``write_bytes`` of ``payload`` as indented JSON."""
+    write_text(path, json.dumps(payload, indent=1, default=_jsonable))
 
 
 def _jsonable(value):
@@ -147,16 +156,7 @@ class Run:
     def publish_figures(self, figures) -> list[Path]:
         """Copy figures (paths, e.g. from ``savefig`` of this run or a sibling run) into ``figures_dir``, each
         atomically; returns the published paths in the same order."""
-        self.figures_dir.mkdir(parents=True, exist_ok=True)
-        out = []
-        for figure in map(Path, figures):
-            target = self.figures_dir / figure.name
-            fd, tmp = tempfile.mkstemp(prefix=f".{figure.name}-", dir=self.figures_dir)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(figure.read_bytes())
-            os.replace(tmp, target)
-            out.append(target)
-        return out
+        return [write_bytes(self.figures_dir / figure.name, figure.read_bytes()) for figure in map(Path, figures)]
 
     def save_table(self, df, name: str) -> Path:
         """A tidy table as parquet (for code) and CSV (for eyes) in the run folder."""

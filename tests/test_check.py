@@ -114,3 +114,18 @@ def test_csv_tables_round_trip_through_write_tables(committed, tmp_path):
     report.write_tables(_copy(committed), tmp_path)
     for name in ("main", "blind"):
         assert (tmp_path / f"{name}.csv").read_bytes() == (COMMITTED / f"{name}.csv").read_bytes()
+
+
+def test_atomic_writes_leave_no_temporary_file_and_ordinary_permissions(tmp_path):
+    import os
+
+    from s2l_utils import notebook
+
+    path = notebook.write_text(tmp_path / "a" / "page.md", "text")
+    assert path.read_text() == "text" and [p.name for p in path.parent.iterdir()] == ["page.md"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(TypeError):
+        notebook.write_json(tmp_path / "a" / "page.md", {"x": object()})
+    assert path.read_text() == "text" and [p.name for p in path.parent.iterdir()] == ["page.md"], "kept whole"
