@@ -17,7 +17,7 @@ import dataclasses
 
 import pandas as pd
 
-from s2l_utils import config, experiment, pretrain, sampling, world
+from s2l_utils import config, experiment, pretrain, sampling, store, world
 from s2l_utils.attacks.extraction import nearest_neighbours
 
 
@@ -71,7 +71,7 @@ def main():
     if args.domain not in data.private_domains:
         raise SystemExit(f"unknown domain {args.domain!r}; use one of {data.private_domains}")
     target = pretrain.load_target(params, "cpu")
-    cached = experiment.target_results_dir(params, target) / experiment.CELL_EXTRACTION
+    cached = experiment.target_results_dir(params, target) / store.CELL_EXTRACTION
     if not cached.is_file():
         raise SystemExit(f"no cached target results at {cached}: run a regime shard on this target first")
     threshold = float(pd.read_parquet(cached)["threshold"].iloc[0])

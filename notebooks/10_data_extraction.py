@@ -77,7 +77,7 @@ import time
 import pandas as pd
 
 from s2l_utils import notebook, plots, stats, world
-from s2l_utils.attacks import extraction, suite
+from s2l_utils.attacks import extraction, metrics, suite
 
 run = notebook.start("10_data_extraction", profile, run_dir, models=models, attack_domains=attack_domains,
                      extraction_samples=extraction_samples, extraction_steps=extraction_steps,
@@ -153,7 +153,7 @@ counts.set_index(["model", "domain"])
 by_class = pd.concat([extraction.counts_by_duplication(m, training_rows).assign(model=r.label, method=r.method)
                       for r, _, m in tables], ignore_index=True)
 run.save_table(by_class, "extraction_by_duplication")
-pooled_classes = by_class[by_class["domain"] == "pooled"]
+pooled_classes = by_class[by_class["domain"] == metrics.POOLED]
 run.savefig(plots.copies_by_duplication(pooled_classes, title="Copies per duplication class, pooled over domains"),
             "extraction_by_duplication")
 pooled_classes.pivot_table(index="model", columns="duplicates", values=["distinct_own", "extracted_own"],
@@ -167,7 +167,7 @@ pooled_classes.pivot_table(index="model", columns="duplicates", values=["distinc
 
 # %%
 drift = pd.concat([extraction.drift_table(matches, ["model", "domain"]),
-                   extraction.drift_table(matches, ["model"]).assign(domain="pooled")], ignore_index=True)
+                   extraction.drift_table(matches, ["model"]).assign(domain=metrics.POOLED)], ignore_index=True)
 run.save_table(drift, "extraction_drift")
 run.savefig(plots.nearest_distance_boxes(matches, threshold, title="Where the generations lie"), "extraction_drift")
 drift.set_index(["model", "domain"])
@@ -193,13 +193,14 @@ for ref, generations, found in tables:
     run.savefig(fig, f"extraction_pairs_{ref.label}")
 
 # %%
-pooled = table[(table["domain"] == "pooled")].pivot_table(index="model", columns="metric", values="value", sort=False)
+pooled = table[(table["domain"] == metrics.POOLED)].pivot_table(index="model", columns="metric", values="value",
+                                                                sort=False)
 for model, row in pooled.iterrows():
     print(f"{model}: {int(row['distinct_own'])} distinct own-domain training images copied "
           f"({int(row['extracted_own'])} of {int(row['generations'])} generations), "
           f"{int(row['distinct_other'])} of other domains ({int(row['extracted_other'])} generations); "
           f"{row['expected_false_positives']:.2g} expected by chance")
-pooled_drift = drift[drift["domain"] == "pooled"].set_index("model")
+pooled_drift = drift[drift["domain"] == metrics.POOLED].set_index("model")
 run.log_metrics(
     models=[r.label for r in refs], domains=domains, threshold=threshold,
     threshold_rule=f"Weibull lower tail of {calibration.tail.count} held-out non-members' nearest tiled-L2 "
@@ -213,7 +214,7 @@ run.log_metrics(
     distinct_other={m: int(v) for m, v in pooled["distinct_other"].items()},
     extracted_other={m: int(v) for m, v in pooled["extracted_other"].items()},
     min_distance={m: float(g["distance"].min()) for m, g in matches.groupby("model", sort=False)},
-    **{f"{name}_by_class": {m: {f"{k}x": int(v) for k, v in zip(g["duplicates"], g[name])}
+    **{f"{name}_by_class": {m: {f"{k}x": int(v) for k, v in zip(g["duplicates"], g[name], strict=True)}
                              for m, g in pooled_classes.groupby("model", sort=False)}
        for name in ("distinct_own", "extracted_own")},
     **{name: {m: float(v) for m, v in pooled_drift[name].items()}

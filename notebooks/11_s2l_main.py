@@ -26,14 +26,14 @@
 # | condition | fine-tuned on | what it isolates |
 # | --- | --- | --- |
 # | `s2l` | the attacked domain's SP set ("photo of <Name>" generations of the target) | the attack |
-# | `cross_domain` | S2L run for another private domain: its SP set, its name, its own token for token methods (see below) | fine-tuning on synthetic data *without* this domain's knowledge |
-# | `real_nonmember` | real held-out images of the attacked domain | fine-tuning on fresh real data of the domain; for token methods, a token for this domain trained without its members (see below) |
+# | `cross_domain` | S2L of another private domain: its SP set, name, token | synthetic data without this domain |
+# | `real_nonmember` | real held-out images of the attacked domain (below) | fresh real data of the domain |
 #
 # **The S2L effect is S2L minus the method's control** (`conditions: [s2l, control]`), not after minus before:
 # any fine-tuning moves the attacks' scores, and only what S2L does beyond its control is domain-specific
 # leakage. Methods that change weights are set against the cross-domain control; token methods against the
-# real-non-member one (below). Each domain's non-members are split in two: the first half trains the real-data control, the
-# second half is what every model is scored on. Attacks: membership inference (`attacks`: AUC, attack
+# real-non-member one (below). Each domain's non-members are split in two: the first half trains the real-data
+# control, the second half is what every model is scored on. Attacks: membership inference (`attacks`: AUC, attack
 # strength |AUC − 0.5|, balanced accuracy, TPR at zero false positives; TPR at 1% FPR only with at least 100
 # non-members, NaN below) and extraction (`main_extraction_samples` generations of the domain prompt per
 # model, matched with the threshold calibrated on held-out data as in notebook 10: copies of the attacked
@@ -46,7 +46,8 @@
 # over 20 fold splits. Its AUC says how much of an MIA AUC the data give away by themselves: near 0.5, no
 # separation is detected by simple image statistics (a lower bound: a stronger model-free classifier might find
 # some), and the MIA AUCs are read as what the model leaks; well above 0.5, that much separation needs no model,
-# and an MIA AUC up to about the blind one needs no leakage at all. It needs no model, so it is computed once per cell, with the target.
+# and an MIA AUC up to about the blind one needs no leakage at all. It needs no model, so it is computed once per
+# cell, with the target.
 #
 # CIs: a cluster bootstrap. The domain is the unit of independence (a domain's cells score the same images),
 # so every draw resamples the domains a summary combines, then the images and generations within each drawn
@@ -87,8 +88,9 @@ from s2l_utils import experiment, notebook, plots, pretrain, report, stats, worl
 
 run = notebook.start("11_s2l_main", profile, run_dir, methods=methods, experiment_domains=experiment_domains,
                      seeds=seeds, conditions=conditions, attacks=attacks, sp_level=sp_level, sp_size=sp_size,
-                     sp_guidance=sp_guidance, ft_steps=ft_steps, ft_lr=ft_lr, main_extraction_samples=main_extraction_samples,
-                     n_bootstrap=n_bootstrap, multiplicity=multiplicity)
+                     sp_guidance=sp_guidance, ft_steps=ft_steps, ft_lr=ft_lr,
+                     main_extraction_samples=main_extraction_samples, n_bootstrap=n_bootstrap,
+                     multiplicity=multiplicity)
 params = run.params
 experiment.check_conditions(params.conditions)
 data = world.load_data(params)
@@ -125,7 +127,8 @@ main_table.round(3)
 
 # %%
 run.savefig(plots.effect_forest(summary, stats.STRENGTH,
-                                [experiment.AFTER, experiment.EFFECT, "S2L - cross-domain", "S2L - real non-member"],
+                                [experiment.AFTER, experiment.EFFECT, experiment.VS_CROSS_DOMAIN,
+                                 experiment.VS_REAL_NONMEMBER],
                                 title="Membership inference: change of attack strength |AUC − 0.5| (95% CI)"),
             "s2l_effect_strength")
 run.savefig(plots.effect_forest(summary, "tpr@0fp", [experiment.AFTER, experiment.EFFECT],
@@ -170,24 +173,17 @@ run.savefig(plots.effect_panels(experiment.effect_panels(summary),
 #   "yes" needs more than half of the estimates up.
 #
 # **The control of token methods.** Textual inversion and TI+LoRA reach a domain through a placeholder token that
-# replaces its name in captions and prompts, so their control must reach it through a token too, trained as
-# long, but without the members. The real-non-member control is that: a token for *this* domain, trained for
-# the same steps on real photos of it that were never in pre-training (the first half of its non-members; the
-# second half is what every model is scored on). It is meant to learn the identity, not the members, but it is
-# not neutral either: real photos teach the identity better than generations, its 8 photos get 8x the epochs of
-# 64 SP images, and it is fitted to the very population the scored non-members come from, so it can weaken the
-# attacks without any leakage: S2L against it is **biased upwards**. After − before (for textual inversion, the
-# cross-domain control below) is **biased downwards**. The report therefore gives each token method's effect as a
-# bracket between the two; a clean null (a shadow target pretrained without the members) is left to issue 13.
-# Three other designs were rejected:
-# - captions of another domain's SP set while the token stands for this domain (the code before issue 12): the
-#   token never appears, stays "person", and S2L's effect measures the loss of the name (upwards);
-# - another domain's SP set relabelled with this name: the token learns the wrong person, so every attack on
-#   the control is weakened (upwards);
-# - the cross-domain control, S2L of another domain with its own token, attacked here by the name: for textual
-#   inversion that is the target itself (tested), so a token that is a lossy copy of the name loses (downwards).
-# The other control stays in the table (`S2L - cross-domain`, `S2L - real non-member`) where both ran (`full`,
-# `sd`).
+# replaces its name in captions and prompts, so their control reaches it through a token too, trained as long,
+# but without the members: the real-non-member control, a token for *this* domain trained for the same steps on
+# real photos of it that were never in pre-training (the first half of its non-members; the second half is what
+# every model is scored on). It is meant to learn the identity, not the members, but it is not neutral either:
+# real photos teach the identity better than generations, its 8 photos get 8x the epochs of 64 SP images, and it
+# is fitted to the very population the scored non-members come from, so it can weaken the attacks without any
+# leakage: S2L against it is **biased upwards**. After − before (for textual inversion the cross-domain control
+# equals the target) is **biased downwards**. The report therefore gives each token method's effect as a bracket
+# between the two; a clean null would need a shadow target pretrained without the members. The token controls
+# considered and not used are described in `docs/experiments.md`. The other control stays in the table
+# (`S2L - cross-domain`, `S2L - real non-member`) where both ran (`full`, `sd`).
 
 # %%
 effect = summary[(summary["comparison"] == experiment.EFFECT)

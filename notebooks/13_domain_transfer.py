@@ -30,9 +30,9 @@
 # The attacker can do this: public images of similar identities are available (in the miniature, the public
 # domains are in the pre-training set; for SD, any public photos). The comparison is with plain S2L on the
 # same cells (method x domain x seed), as the difference **DomainTrans − S2L** with a paired cluster-bootstrap
-# CI (domains, then images), next to both against the method's control (as in notebook 11). As in notebook 11, membership
-# inference is judged on attack strength |AUC − 0.5| and extraction on copies of the attacked domain's own
-# members, with verdicts corrected for multiplicity (`multiplicity`) over every method x attack.
+# CI (domains, then images), next to both against the method's control. As in notebook 11, membership inference
+# is judged on attack strength |AUC − 0.5| and extraction on copies of the attacked domain's own members, with
+# verdicts corrected for multiplicity (`multiplicity`) over every method x attack.
 
 # %%
 # Colab: install this repository into the running kernel (does nothing elsewhere).
@@ -64,7 +64,7 @@ run = notebook.start("13_domain_transfer", profile, run_dir, methods=methods, ex
                      seeds=seeds, transfer_domains=transfer_domains, attacks=attacks,
                      main_extraction_samples=main_extraction_samples, n_bootstrap=n_bootstrap,
                      multiplicity=multiplicity)
-params = dataclasses.replace(run.params, conditions=["s2l", "control", "domain_transfer"])
+params = dataclasses.replace(run.params, conditions=[experiment.S2L, experiment.CONTROL, experiment.DOMAIN_TRANSFER])
 data = world.load_data(params)
 target = pretrain.load_target(params, str(run.device))
 cells = experiment.plan(params, data)
@@ -90,10 +90,10 @@ summary = experiment.summarize(scores, matches, ["method", "comparison", "attack
 for name, df in {"transfer_scores": scores, "transfer_extraction": matches, "transfer_effects": effects,
                  "transfer_summary": summary}.items():
     run.save_table(df, name)
-run.savefig(plots.effect_forest(summary, stats.STRENGTH, [experiment.EFFECT, "DomainTrans - S2L"],
+run.savefig(plots.effect_forest(summary, stats.STRENGTH, [experiment.EFFECT, experiment.TRANSFER],
                                 title="S2L-DomainTrans vs S2L: change of attack strength |AUC − 0.5| (95% CI)"),
             "domain_transfer_strength")
-gain = summary[(summary["comparison"] == "DomainTrans - S2L")
+gain = summary[(summary["comparison"] == experiment.TRANSFER)
                & summary["metric"].isin([stats.STRENGTH, "own_copies"])]
 gain.pivot_table(index="method", columns="attack", values="delta", sort=False).round(3)
 

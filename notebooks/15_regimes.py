@@ -25,7 +25,7 @@
 #
 # | axis | values | what it mirrors |
 # | --- | --- | --- |
-# | duplication of members | off / on (`member_duplicates: [32, 16, 8, 4]`) | LAION's duplicated images, the ones SD copies |
+# | duplication of members | off / on (`member_duplicates: [32, 16, 8, 4]`) | LAION's duplicates, the images SD copies |
 # | non-member shift | off / 0.5 | held-out photos taken differently from the training ones (a confound of MIA) |
 # | SP guidance | 1, 3, 7.5 | how the attacker samples the SP set: the model's own conditional (1) or CFG (> 1) |
 #
@@ -39,6 +39,8 @@
 # SHARDS=...`). H4's wider target (UNet widths 32-64, the duplicated world, SP guidance 3, all four methods) takes
 # two more shards, `regimes_capacity_*`, run after the grid. This notebook reads whatever shards are published; a
 # hypothesis whose world is missing reads "pending", and the verdicts are marked interim until all eight are in.
+# With `publish`, the tables go to `data/results/regimes/`, the figure to `figures/<profile>/` and the results page
+# to `docs/results/regimes.md`; without it, everything stays in the run folder.
 #
 # **Statistics.** As in 11: the cluster bootstrap (domains, then images and generations), the S2L effect against
 # each method's own control, token methods bracketed. Holm runs within each comparison x metric family over
@@ -62,16 +64,16 @@ run_dir = ""  # where this run writes; empty means runs/<profile>/15_regimes
 regimes_results = None  # folder of the published regime shards; empty means data/results/regimes
 regimes_bootstrap = None  # bootstrap draws per confidence interval and p-value of the regime study
 multiplicity = None  # correction of the verdicts for multiple comparisons: holm | bh
-publish = None  # write the README Regimes block and the tables into data/results/regimes/
+publish = None  # also write the tables, the figure and docs/results/regimes.md where the repository keeps them
 
 # %%
-import os
 from pathlib import Path
 
 import pandas as pd
 from IPython.display import Markdown, display
 
-from s2l_utils import experiment, notebook, paths, plots, regimes, report, stats
+from s2l_utils import experiment, notebook, plots, regimes, stats
+from s2l_utils.regimes import render
 
 run = notebook.start("15_regimes", profile, run_dir, regimes_results=regimes_results,
                      regimes_bootstrap=regimes_bootstrap, multiplicity=multiplicity, publish=publish)
@@ -79,7 +81,7 @@ params = run.params
 folder = Path(params.regimes_results) if params.regimes_results else regimes.results_dir()
 scores, matches, shards = regimes.load(folder)
 record = regimes.shard_records(folder)
-print(f"published: {', '.join(shards)}; pending: {', '.join(s for s in regimes.SHARDS if s not in shards) or 'none'}")
+print(render.shards_line(shards))
 pd.DataFrame.from_dict(record, orient="index")
 
 # %% [markdown]
@@ -93,47 +95,34 @@ display(Markdown(regimes.preregistration()))
 # ### Where this analysis departs from the pre-registration, and a caveat
 
 # %%
-display(Markdown("\n".join(f"- {d}" for d in regimes.DEVIATIONS) + f"\n\n**Caveat.** {regimes.CAVEAT}"))
+display(Markdown(render.deviations()))
 
 # %% [markdown]
 # ## Every comparison, per regime
 # The S2L effect (and after − before, and each control) per world, shift, guidance and method, averaged over
-# domains and seeds, judged within the pre-registered families. Then the paper's table, read per regime.
+# domains and seeds, judged within the pre-registered families; the contrasts between settings, the blind baseline
+# per world, the zero-knowledge shake and every hypothesis's verdict (`regimes.judge`). Then the paper's table,
+# read per regime.
 
 # %%
 # papermill_description=bootstrap
-effects = regimes.effects(scores, matches, params.regimes_bootstrap, params.seed)
-summary = regimes.summary(effects, params.seed, params.multiplicity)
-run.save_table(summary, "regimes_summary")
-needed = regimes.draws_needed(summary)
-print(f"{len(summary)} estimates; the largest family needs {needed:,} draws to let an estimate survive Holm, "
-      f"{params.regimes_bootstrap:,} drawn" + ("" if params.regimes_bootstrap >= needed else
-                                               ": TOO FEW, no verdict can be up or down"))
-paper = pd.concat({regime: experiment.paper_table(rows) for regime, rows in
-                   summary.groupby([*regimes.REGIME], sort=False)}, names=[*regimes.REGIME, "method"])
-claims = regimes.claims_by_regime(summary)
-run.save_table(paper.reset_index(), "regimes_paper_table")
+study = regimes.judge(scores, matches, params.regimes_bootstrap, params.seed, params.multiplicity,
+                      zero_knowledge=regimes.load_zero_knowledge(folder))
+tables = study.tables()
+print(render.draws_line(len(study.summary), study.draws_needed, study.draws))
 with pd.option_context("display.max_colwidth", 80):
-    display(claims)
-paper.round(3)
+    display(tables["claims"])
+tables["paper_table"].round(3)
 
 # %% [markdown]
 # ## Between settings: guidance, shift and capacity
 # The guidance contrast (the per-cell effect at SP guidance 7.5 minus that at 1) is H2's measure: a positive
 # contrast on the median nearest distance means stronger guidance moved S2L's generations further from the
 # training images. The shift contrast (non-members shifted minus i.i.d., same cells otherwise) is H3's. The
-# capacity contrast (the wider target's effect minus the grid target's, same data, guidance 3) is H4's.
+# capacity contrast (the wider target's effect minus the grid's target's, same data, guidance 3) is H4's.
 
 # %%
-guidance_values = set(summary["sp_guidance"])
-guidance = (regimes.contrasts(effects, "sp_guidance", 7.5, 1.0, params.seed) if {1.0, 7.5} <= guidance_values
-            else pd.DataFrame())
-shift_values = set(summary["nonmember_shift"])
-shift = (regimes.contrasts(effects, "nonmember_shift", 0.5, 0.0, params.seed) if {0.0, 0.5} <= shift_values
-         else pd.DataFrame())
-capacity = regimes.capacity_contrast(effects, params.seed)
-contrasts = pd.concat([guidance, shift, capacity], ignore_index=True)
-run.save_table(contrasts, "regimes_contrasts")
+contrasts = tables["contrasts"]
 contrasts[contrasts["method"] == experiment.ALL_METHODS].round(3) if len(contrasts) else contrasts
 
 # %% [markdown]
@@ -141,9 +130,7 @@ contrasts[contrasts["method"] == experiment.ALL_METHODS].round(3) if len(contras
 # A model-free classifier's AUC: near 0.5 on i.i.d. non-members, well above it when non-members are shifted.
 
 # %%
-blind_auc = regimes.blind_by_world(scores, params.regimes_bootstrap, params.seed)
-run.save_table(blind_auc, "regimes_blind")
-blind_auc.round(3)
+tables["blind"].round(3)
 
 # %% [markdown]
 # ## The zero-knowledge shake
@@ -152,38 +139,19 @@ blind_auc.round(3)
 # each against the target before it (no domain control is needed: no domain knowledge enters).
 
 # %%
-try:
-    zk_scores, zk_matches, _ = regimes.load(folder, [regimes.ZERO_KNOWLEDGE])
-    zero = experiment.summarize(zk_scores, zk_matches, ["method", "comparison", "attack", "metric"],
-                                params.regimes_bootstrap, params.seed, params.multiplicity,
-                                comparisons=[experiment.AFTER])
-    run.save_table(zero, "regimes_zero_knowledge")
-except FileNotFoundError as missing:
-    print(missing)
-    zero = None
+zero = study.zero_knowledge
 (zero[zero["metric"].isin([stats.STRENGTH, "own_copies", "nearest_median"])].round(3) if zero is not None
  else "zero-knowledge shard pending")
 
 # %% [markdown]
 # ## The verdicts, by the pre-registered rules
 # Each hypothesis is confirmed, refuted or not shown by its rule in the pre-registration; "pending" where its
-# shard is not published yet.
+# shard is not published yet, and marked "too few draws" where the draws cannot let any estimate survive Holm.
 
 # %%
-hypotheses = pd.DataFrame([
-    regimes.h1_memorisation(summary),
-    regimes.h2_drift(summary, guidance),
-    regimes.h3_shift(summary, blind_auc, shift),
-    regimes.h4_capacity(summary, capacity),
-    regimes.zero_knowledge(zero) if zero is not None else regimes.not_run("zero-knowledge shake", "shard pending"),
-])
-if params.regimes_bootstrap < needed:
-    judged = ~hypotheses["verdict"].isin(["pending", "not run"])
-    hypotheses.loc[judged, "verdict"] += f" (too few draws: {params.regimes_bootstrap:,} < {needed:,})"
-run.save_table(hypotheses, "regimes_hypotheses")
 with pd.option_context("display.max_colwidth", None):
-    display(hypotheses)
-regimes.heaviest_by_guidance(summary)
+    display(tables["hypotheses"])
+render.heaviest_by_guidance(study.summary)
 
 # %% [markdown]
 # ## The figure
@@ -191,22 +159,16 @@ regimes.heaviest_by_guidance(summary)
 # MIAs' strength, on copies of the 32x members, and on the drift of the generations, per world and SP guidance.
 
 # %%
-figures = [run.savefig(plots.regime_grid(regimes.figure_panels(summary),
-                                         title="S2L effect across the regimes (S2L − control, 95% CI)"),
-                       "regimes_effects")]
+figure = run.savefig(plots.regime_grid(render.figure_panels(study.summary), title=render.FIGURE_TITLE),
+                     "regimes_effects")
+
+# %% [markdown]
+# ## The results page
+# The tables and the page go into the run folder; with `publish`, also into the repository.
 
 # %%
-readme = paths.repo_root() / "README.md"
-relative = [os.path.relpath(f, readme.parent) for f in figures]
-text = regimes.markdown(hypotheses, summary, record, relative, notebook.git_commit())
-(run.dir / "regimes.md").write_text(text)
-if params.publish:
-    report.write_section(readme, "regimes", text)
-    for name, table in {"summary": summary, "contrasts": contrasts, "blind": blind_auc, "hypotheses": hypotheses,
-                        "paper_table": paper.reset_index(), "claims": claims.reset_index(),
-                        **({"zero_knowledge": zero} if zero is not None else {})}.items():
-        table.to_csv(folder / f"{name}.csv", index=False)
-    print(f"wrote the Regimes block into {readme} and the tables into {folder}")
-print(text)
-run.log_metrics(shards=shards, hypotheses=dict(zip(hypotheses["hypothesis"], hypotheses["verdict"])),
-                draws_needed=needed, published=params.publish)
+written = regimes.write_results(study, run, record, figure, notebook.git_commit(), params.publish, folder)
+for kind, files in written.items():
+    print(f"{kind}: {', '.join(str(f) for f in files)}")
+run.log_metrics(shards=shards, **study.metrics(), published=params.publish)
+display(Markdown((run.dir / "regimes.md").read_text()))

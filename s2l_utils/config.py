@@ -59,8 +59,8 @@ class Params:
     varied_captions: bool = _p(True, "world captions other than name-only carry the expression, the background or "
                                "both (uniformly), as web captions vary in detail; false = all carry both")
     member_duplicates: list[int] = _p([32, 16, 8, 4], "copies of the first members of every private domain in the "
-                                      "pre-training set, e.g. [32, 16, 8, 4] (exact re-uploads, as LAION duplicates the "
-                                      "images SD memorises); the other members once; empty = every member once")
+                                      "pre-training set, e.g. [32, 16, 8, 4] (exact re-uploads, as LAION duplicates "
+                                      "the images SD memorises); the other members once; empty = every member once")
     nonmember_shift: float = _p(0.0, "how far private non-members come from another photo distribution (another "
                                 "camera or year: colour cast, contrast, tighter framing, darker cluttered "
                                 "backgrounds), in [0, 1]; 0 = the members' distribution")

@@ -1,43 +1,15 @@
-"""Experiments: S2L against its controls, cell by cell, and the effects with their CIs and verdicts.
-
-A *cell* is one (method, attacked domain, seed) with its parameters. In a cell the target is fine-tuned under
-several *conditions* and every model is attacked on the same images:
-
-* ``s2l``: on the attacked domain's SP set (the attack);
-* ``cross_domain``: S2L run for another private domain (its SP set, its name and, for a method with a
-  textual-inversion token, its own token), then attacked on this domain by its name (control: the same
-  fine-tuning on synthetic data of the same kind, without knowledge of this domain). For textual inversion
-  alone this is the target itself (only the other domain's token changed);
-* ``real_nonmember``: on real held-out images of the attacked domain, captioned with its name (control: real
-  fresh data of the domain; for a token method, a token for this domain trained as long on them);
-* ``domain_transfer``: on the SP set plus real images of the public domains closest to it (S2L-DomainTrans).
-
-The S2L effect is S2L minus the method's *control* (``control_of``), not after minus before: fine-tuning of any
-kind can move the attacks. For methods that change weights the control is the cross-domain one. A method with a
-textual-inversion token reaches the domain through that token, so its control must too, with a token trained as
-long but without the members: the real-non-member control, whose token learns this identity from real photos
-that were never in pre-training. (Two token controls were rejected: one whose captions name another identity
-leaves the token untrained, so S2L's effect measures the name's loss; one relabelling another domain's SP set
-with this name trains the token on the wrong person; and the cross-domain control, the target prompted by the
-name for textual inversion, sets a learned token against the name, which a lossy token loses by construction.)
-In a list of conditions ``control`` stands for the method's control. The domain's non-members are split in two:
-the first half is the real-data control's training set, the second half the non-members every model is scored
-on, so no model is scored on its training images.
-The target's results also hold the blind baseline (``attacks.blind``: a model-free member / non-member
-classifier) on the attacked domain's images; it needs no model, so no comparison includes it, and
-``blind_summary`` gives its AUC: how far members and non-members can be told apart without any model.
-Each model of a cell is saved in its own folder and read back on a rerun, so an interrupted notebook resumes; a
-miniature world with shifted non-members borrows the models its unshifted twin trained without them (``SHIFT_FREE``),
-and cells that differ only in their SP parameters share the models that see no SP set (``SP_FREE``).
-Every CI, p-value and verdict is computed from the cells' raw scores and extraction matches by ``stats``.
+"""The main experiment: its cells (one method, attacked domain and seed; the target fine-tuned under each of
+``CONDITIONS`` and every model, the target too, attacked on the same images), their cache folders and keys, the
+finished models a cell may borrow (``lenders``, through ``store``), the comparisons between conditions
+(``COMPARISONS``) and the tables drawn from them. CIs, p-values and verdicts come from ``stats``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
-import json
 import time
 from pathlib import Path
 
@@ -46,28 +18,32 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import finetune, notebook, paths, pretrain, stats, synthesis, world
+from . import finetune, paths, pretrain, stats, synthesis, world
 from .attacks import blind, extraction, suite
 from .config import ConfigError, Params
+from .store import SIBLING, TWIN, Loan, ModelStore
 
-CONDITIONS = ("s2l", "cross_domain", "real_nonmember", "domain_transfer")
+# conditions: what the target is fine-tuned on (``training_set``)
+S2L, CROSS_DOMAIN, REAL_NONMEMBER, DOMAIN_TRANSFER = "s2l", "cross_domain", "real_nonmember", "domain_transfer"
+CONDITIONS = (S2L, CROSS_DOMAIN, REAL_NONMEMBER, DOMAIN_TRANSFER)
 CONTROL = "control"  # in a list of conditions or a comparison: the method's own control (``control_of``)
-BEFORE = "target"
+BEFORE = "target"  # the target itself, not fine-tuned
+CONTROL_LABELS = {CROSS_DOMAIN: "cross-domain", REAL_NONMEMBER: "real non-member"}  # paper_table's control column
 # comparison keys: the values of a table's ``comparison`` column (committed tables hold them: never rename one)
 AFTER, EFFECT = "after - before", "S2L effect (S2L - control)"
 VS_CROSS_DOMAIN, VS_REAL_NONMEMBER = "S2L - cross-domain", "S2L - real non-member"
 TRANSFER = "DomainTrans - S2L"
 COMPARISONS = {  # key: (model, reference); EFFECT's reference is resolved per method
-    AFTER: ("s2l", BEFORE),
-    EFFECT: ("s2l", CONTROL),
-    VS_CROSS_DOMAIN: ("s2l", "cross_domain"),
-    VS_REAL_NONMEMBER: ("s2l", "real_nonmember"),
-    TRANSFER: ("domain_transfer", "s2l"),
+    AFTER: (S2L, BEFORE),
+    EFFECT: (S2L, CONTROL),
+    VS_CROSS_DOMAIN: (S2L, CROSS_DOMAIN),
+    VS_REAL_NONMEMBER: (S2L, REAL_NONMEMBER),
+    TRANSFER: (DOMAIN_TRANSFER, S2L),
 }
-CELL_SCORES, CELL_EXTRACTION, CELL_INFO = "scores.parquet", "extraction.parquet", "cell.json"
 
 
 def check_conditions(conditions) -> None:
+    """Raise ConfigError unless ``conditions`` is a non-empty list of ``CONDITIONS`` and ``CONTROL``."""
     unknown = sorted(set(conditions) - {*CONDITIONS, CONTROL})
     if unknown or not conditions:
         raise ConfigError(f"unknown conditions {unknown or list(conditions)}; choose from "
@@ -75,10 +51,10 @@ def check_conditions(conditions) -> None:
 
 
 def control_of(method: str) -> str:
-    """The control the S2L effect of ``method`` is measured against: the cross-domain control, or, for a method
-    that reaches the domain through a textual-inversion token, the real-non-member control (a token for this
-    domain, trained as long on real photos of it that were never in pre-training); see the module docstring."""
-    return "real_nonmember" if finetune.trains_token(method) else "cross_domain"
+    """The condition the S2L effect of ``method`` is measured against: the real-non-member control for a method
+    that reaches the domain through a textual-inversion token (``finetune.trains_token``), else the cross-domain
+    control."""
+    return REAL_NONMEMBER if finetune.trains_token(method) else CROSS_DOMAIN
 
 
 def resolve_conditions(conditions, method: str) -> list[str]:
@@ -95,7 +71,7 @@ def method_comparisons(method: str, chosen: dict[str, tuple[str, str]]) -> dict[
     for name, (model, reference) in chosen.items():
         if reference == CONTROL:
             out[name] = (model, control)
-        elif not (EFFECT in chosen and (model, reference) == ("s2l", control)):
+        elif not (EFFECT in chosen and (model, reference) == (S2L, control)):
             out[name] = (model, reference)
     return out
 
@@ -163,19 +139,23 @@ def related_public_rows(data: world.ImageFolderData, sp_images: torch.Tensor, pa
 
 def training_set(condition: str, params: Params, data: world.ImageFolderData, target, domain: str,
                  progress: bool = True) -> world.ImageFolderData:
-    """What the target is fine-tuned on under ``condition`` (SP sets are generated once, then cached)."""
-    if condition in ("s2l", "domain_transfer"):
+    """What the target is fine-tuned on under ``condition`` when ``domain`` is attacked: ``S2L``, the domain's SP
+    set; ``CROSS_DOMAIN``, the SP set of the next private domain (``trained_for``); ``REAL_NONMEMBER``, the control
+    half of the domain's non-members (``split_nonmembers``) captioned with its name; ``DOMAIN_TRANSFER``, the SP
+    set plus the closest public domains' images (``related_public_rows``). SP sets are generated once, then
+    cached."""
+    if condition in (S2L, DOMAIN_TRANSFER):
         sp = synthesis.ensure_sp_set(params, data, target, domain, progress)
-        if condition == "s2l":
+        if condition == S2L:
             return sp
         public = related_public_rows(data, sp.load_images(sp.pretraining_set(), params.image_size), params)
         rows = pd.concat([sp.pretraining_set().assign(file_name=lambda r: [str(sp.folder / f) for f in r["file_name"]]),
                           public.assign(file_name=[str(data.folder / f) for f in public["file_name"]])],
                          ignore_index=True)
         return _view(_absolute(data), rows)
-    if condition == "cross_domain":
+    if condition == CROSS_DOMAIN:
         return synthesis.ensure_sp_set(params, data, target, trained_for(condition, data, domain), progress)
-    if condition == "real_nonmember":
+    if condition == REAL_NONMEMBER:
         control, _ = split_nonmembers(data, domain)
         return _view(data, control.assign(split="member", text=world.domain_prompt(domain)))
     check_conditions([condition])
@@ -184,7 +164,7 @@ def training_set(condition: str, params: Params, data: world.ImageFolderData, ta
 def trained_for(condition: str, data: world.ImageFolderData, domain: str) -> str:
     """The domain a condition's fine-tune is run for: the attacked one, except under the cross-domain control, which
     is S2L of the next domain (``cross_domain_of``), its token (if the method has one) standing for that domain."""
-    return cross_domain_of(data, domain) if condition == "cross_domain" else domain
+    return cross_domain_of(data, domain) if condition == CROSS_DOMAIN else domain
 
 
 def _absolute(data: world.ImageFolderData) -> world.ImageFolderData:
@@ -206,81 +186,111 @@ def run_cell(params: Params, data: world.ImageFolderData, target, out_dir: Path,
     conditions = resolve_conditions(conditions, params.method)
     label = {"method": params.method, "domain": synthesis.resolve_domain(params, data), "seed": params.seed,
              **(label or {})}
-    context = {}  # the evaluation set, training images and threshold, built once when a model needs them
+    inputs = _CellInputs(params, data)
     scores, matches = [], []
     for condition in (BEFORE, *conditions):
         folder = target_results_dir(params, target) if condition == BEFORE else out_dir / condition
         with paths.cache_lock(folder):
-            if not (folder / CELL_INFO).is_file():
-                _evaluate_condition(condition, params, data, target, label["domain"], folder, context, device,
+            if not ModelStore.finished(folder):
+                _evaluate_condition(condition, params, data, target, label["domain"], folder, inputs, device,
                                     progress)
-        scores.append(pd.read_parquet(folder / CELL_SCORES))
-        matches.append(pd.read_parquet(folder / CELL_EXTRACTION))
+        condition_scores, condition_matches = ModelStore.read(folder)
+        scores.append(condition_scores)
+        matches.append(condition_matches)
     return (pd.concat(scores, ignore_index=True).assign(**label),
             pd.concat(matches, ignore_index=True).assign(**label))
 
 
+class _CellInputs:
+    """What every model of a cell is evaluated with, each built on first use and then kept."""
+
+    def __init__(self, params: Params, data: world.ImageFolderData):
+        self.params, self.data = params, data
+
+    @functools.cached_property
+    def evaluation(self) -> world.ImageFolderData:
+        """The images every model is scored on (``evaluation_view``)."""
+        return evaluation_view(self.data)
+
+    @functools.cached_property
+    def training(self):
+        """(rows, images) of the pre-training set, what extraction matches generations against."""
+        return suite.training_images(self.data, self.params.image_size)
+
+    @functools.cached_property
+    def calibration(self):
+        """The extraction threshold, calibrated for one model's generations of a domain (at most
+        ``extraction_false_positives`` false copies each)."""
+        return suite.extraction_calibration(self.evaluation, self.evaluation.private_domains, self.training[1],
+                                            self.params, generations=self.params.main_extraction_samples)
+
+
+def _store() -> ModelStore:
+    return ModelStore(paths.cache_dir("cells"))
+
+
 def _evaluate_condition(condition: str, params: Params, data: world.ImageFolderData, target, domain: str,
-                        folder: Path, context: dict, device: str, progress: bool) -> None:
-    """Fine-tune (unless ``condition`` is the target itself), attack, and save the results into ``folder``; the
-    target's results also hold the blind baseline's scores (attack ``blind``)."""
+                        folder: Path, inputs: _CellInputs, device: str, progress: bool) -> None:
+    """Train or borrow ``condition``'s model (the target itself for ``BEFORE``), attack it, extract from it (or
+    borrow the lender's matches) and write its finished folder; an ``SP_FREE`` model computed in its own cell is
+    registered as the sibling of the cells at other SP parameters."""
     started = time.perf_counter()
-    if not context:
-        context["evaluation"] = evaluation_view(data)
-        context["training"] = suite.training_images(data, params.image_size)
-        evaluation = context["evaluation"]
-        # calibrated for what one model of a cell generates (at most extraction_false_positives false copies each)
-        context["calibration"] = suite.extraction_calibration(evaluation, evaluation.private_domains,
-                                                              context["training"][1], params,
-                                                              generations=params.main_extraction_samples)
-    lenders = {"twin": unshifted_twin_folder(condition, params, target),
-               "sibling": sibling_folder(condition, params, target)}
-    lent_by, lender = next(((kind, f) for kind, f in lenders.items()  # the same extraction: the same threshold
-                            if f and json.loads((f / CELL_INFO).read_text())["threshold"]
-                            == context["calibration"].threshold), (None, None))
-    pipe, rewrite, model_free = target, None, None
+    store = _store()
+    threshold = inputs.calibration.threshold
+    loan = store.find_lender(lenders(condition, params, target), threshold)
     if condition == BEFORE:
-        # the blind baseline needs no model: stored once, with the target's results, fitted on every private
-        # domain of the evaluation view (the images every model is scored on) and kept for the attacked one
-        evaluation = context["evaluation"]
-        model_free = blind.blind_scores(evaluation, evaluation.private_domains, params.image_size, params.seed)
-        model_free = model_free[model_free["domain"] == domain]
+        pipe, rewrite, model_free = target, None, _blind_scores(params, inputs, domain)
     else:
-        trained_on = training_set(condition, params, data, target, domain, progress)
-        # fine-tune a copy of the very target attacked here (where it was loaded from): a cell's seed varies the
-        # SP set and the fine-tuning, while params.seed would otherwise also select a target pretrained with it
-        base, trained_domain = pretrain.target_source(params, target), trained_for(condition, data, domain)
-        wanted = finetune.recipe(params.method, params, trained_on, trained_domain, None, base)
-        if not (lender and finetune.adopt(lender, folder, wanted, params, base)):
-            lent_by, lender = None, None
-            finetune.finetune(params.method, params, trained_on, folder, trained_domain, None, device, progress,
-                              base=base)
-        tuned = finetune.load_finetuned(folder / "artefact", device)
-        pipe, rewrite = tuned.pipe, tuned.rewrite
-    scores = pd.concat([suite.membership_scores(pipe, context["evaluation"], [domain], params, rewrite,
-                                                progress=False), model_free], ignore_index=True)
-    calibration = context["calibration"]
-    if lender:  # the same model, prompts, seeds, training set and threshold: the lender's matches
-        found = pd.read_parquet(lender / CELL_EXTRACTION).drop(columns=["condition", "threshold",
-                                                                      "expected_false_positives"])
-    else:
-        sample_params = dataclasses.replace(params, extraction_samples=params.main_extraction_samples)
-        images, prompted = suite.generate_for_domains(pipe, [domain], sample_params, rewrite, progress=False)
-        rows, training = context["training"]
-        found = suite.extraction_matches(images, prompted, rows, training, calibration.threshold, params)
-    expected = calibration.expected_false_positives(params.main_extraction_samples)  # generations of one domain
-    folder.mkdir(parents=True, exist_ok=True)
-    scores.assign(condition=condition).to_parquet(folder / CELL_SCORES, index=False)
-    found.assign(condition=condition, threshold=calibration.threshold, expected_false_positives=expected).to_parquet(
-        folder / CELL_EXTRACTION, index=False)
-    # written last and whole (a parallel job's cell may read it as its lender's): the cell is finished
-    notebook.write_json(folder / CELL_INFO, {
-        "condition": condition, "threshold": calibration.threshold, "expected_false_positives": expected,
-        "seconds": time.perf_counter() - started,
-        **{kind: str(lender.relative_to(paths.cache_dir("cells"))) if kind == lent_by else None for kind in lenders}})
-    if condition in SP_FREE and not lender and folder == cell_dir(params, target) / condition:
-        notebook.write_json(sibling_record(condition, params, target),
-                            {"folder": str(folder.relative_to(paths.cache_dir("cells")))})
+        tuned, loan = _train_or_borrow(condition, params, data, target, domain, folder, loan, device, progress)
+        pipe, rewrite, model_free = tuned.pipe, tuned.rewrite, None
+    scores = _attack(pipe, rewrite, params, inputs, domain, model_free)
+    matches = store.lent_matches(loan) if loan else _extract(pipe, rewrite, params, inputs, domain)
+    expected = inputs.calibration.expected_false_positives(params.main_extraction_samples)  # one domain's
+    store.write_finished(folder, condition, scores, matches, threshold, expected, time.perf_counter() - started,
+                         loan)
+    if condition in SP_FREE and not loan and folder == cell_dir(params, target) / condition:
+        store.register(sibling_record(condition, params, target), folder)
+
+
+def _blind_scores(params: Params, inputs: _CellInputs, domain: str) -> pd.DataFrame:
+    """The blind baseline's scores (attack ``blind``, no model) of ``domain``, fitted on every private domain of
+    the evaluation view; stored once per cell, with the target's results."""
+    evaluation = inputs.evaluation
+    scores = blind.blind_scores(evaluation, evaluation.private_domains, params.image_size, params.seed)
+    return scores[scores["domain"] == domain]
+
+
+def _train_or_borrow(condition: str, params: Params, data: world.ImageFolderData, target, domain: str,
+                     folder: Path, loan: Loan | None, device: str,
+                     progress: bool) -> tuple[finetune.Finetuned, Loan | None]:
+    """(``condition``'s fine-tune of the very target attacked here, loaded from ``folder``; the loan it was
+    borrowed on, or None). The fine-tune is copied from ``loan`` when the lender's recipe is this one's, else
+    trained into ``folder``."""
+    trained_on = training_set(condition, params, data, target, domain, progress)
+    # the target's source, not the profile's: a cell's seed varies the SP set and the fine-tuning, not the target
+    base, trained_domain = pretrain.target_source(params, target), trained_for(condition, data, domain)
+    wanted = finetune.recipe(params.method, params, trained_on, trained_domain, None, base)
+    if not (loan and ModelStore.borrow_finetune(loan, folder, wanted, params, base)):
+        loan = None
+        finetune.finetune(params.method, params, trained_on, folder, trained_domain, None, device, progress,
+                          base=base)
+    return finetune.load_finetuned(folder / "artefact", device), loan
+
+
+def _attack(pipe, rewrite, params: Params, inputs: _CellInputs, domain: str,
+            model_free: pd.DataFrame | None) -> pd.DataFrame:
+    """The membership scores of ``pipe`` on ``domain``'s evaluation images, with ``model_free`` scores appended."""
+    scores = suite.membership_scores(pipe, inputs.evaluation, [domain], params, rewrite, progress=False)
+    return pd.concat([scores, model_free], ignore_index=True)
+
+
+def _extract(pipe, rewrite, params: Params, inputs: _CellInputs, domain: str) -> pd.DataFrame:
+    """``main_extraction_samples`` generations of ``domain`` by ``pipe``, matched against the training images at
+    the cell's threshold."""
+    sample_params = dataclasses.replace(params, extraction_samples=params.main_extraction_samples)
+    images, prompted = suite.generate_for_domains(pipe, [domain], sample_params, rewrite, progress=False)
+    rows, training = inputs.training
+    return suite.extraction_matches(images, prompted, rows, training, inputs.calibration.threshold, params)
 
 
 # parameters that choose *which* cells run or how tables are drawn, not what happens inside a cell
@@ -291,19 +301,16 @@ PLAN_PARAMS = ("models", "attack_domains", "extraction_samples", "preview_sample
                "ft_checkpoint_every", "regimes_results", "regimes_bootstrap")
 
 
-# The code version of a cell's results, part of the cell and target-results keys: bump it whenever what a cell
-# computes changes for unchanged parameters (training sets of the conditions, attacks, extraction). A cell's key
-# also holds the versions of the SP sets and fine-tunes it uses; the target's own is in its key. 2: issue 11.
-# 3: issue 12 (the blind baseline in the target's results). 4: the cross-domain control is S2L of the other domain
-# (its token for token methods), extraction calibrated on unshifted held-out images.
+# The code version of a cell's results, in the cell and target-results keys: bump it whenever a cell computes
+# something else for unchanged parameters (the conditions' training sets, the attacks, extraction).
 CELL_VERSION = 4
 
 
 def cell_dir(params: Params, target=None) -> Path:
     """A cell's cache folder, keyed by every parameter that changes its results, the target it attacks and
     fine-tunes (``target``, the pipeline; ``pretrain.target_identity``: a cell's seed is not its target's), the
-    data and the code versions: a finished cell is reused by any notebook that asks for it again (11 and 12
-    share their common cells) and an interrupted run resumes."""
+    data and the code versions of cells, SP sets and fine-tunes: a finished cell is reused by any notebook that
+    asks for it again and an interrupted run resumes."""
     return paths.cache_dir("cells") / _cell_key(params, target)
 
 
@@ -314,27 +321,30 @@ def _cell_key(params: Params, target=None, without: tuple[str, ...] = ()) -> str
                          finetune_version=finetune.FINETUNE_VERSION)
 
 
-# Conditions whose model never trains on a non-member: in a miniature world whose non-members are shifted, their
-# fine-tune and generations are those of the same cell in the unshifted twin world (same target, members, SP sets
-# and extraction threshold), so a finished twin lends them, and only the membership scores are computed anew.
-SHIFT_FREE = (BEFORE, "s2l", "cross_domain", "domain_transfer")
+def lenders(condition: str, params: Params, target=None) -> dict[str, Path | None]:
+    """The folders that may lend ``condition``'s model to a cell, by lender kind in the order they are asked:
+    the unshifted twin's (``unshifted_twin_folder``) and a sibling's (``sibling_folder``)."""
+    return {TWIN: unshifted_twin_folder(condition, params, target), SIBLING: sibling_folder(condition, params, target)}
+
+
+# Conditions whose model never trains on a non-member: under a non-member shift of the miniature world, their
+# fine-tune and generations equal those of the same cell in the unshifted twin world.
+SHIFT_FREE = (BEFORE, S2L, CROSS_DOMAIN, DOMAIN_TRANSFER)
 
 
 def unshifted_twin_folder(condition: str, params: Params, target=None) -> Path | None:
     """``condition``'s finished folder in the unshifted twin world's cell, or None: no shift, real data, a
-    condition trained on non-members, or a twin not computed on this machine (``cell.json`` is written last)."""
+    condition trained on non-members (not ``SHIFT_FREE``), or a twin not computed in this cache."""
     if not params.nonmember_shift or params.data_dir or condition not in SHIFT_FREE:
         return None
     twin = world.unshifted(params)
     folder = target_results_dir(twin, target) if condition == BEFORE else cell_dir(twin, target) / condition
-    return folder if (folder / CELL_INFO).is_file() else None
+    return ModelStore.finished(folder)
 
 
-# Conditions whose model sees no SP set (the real non-member control): their fine-tune, generations and scores do
-# not depend on what only shapes the SP-based training sets (``SP_SET_PARAMS``), so the cells of one cache that
-# differ only in those (the regime grid's SP guidance) share them. The first cell to compute one records itself
-# (``sibling_record``) and lends it to the others, as a twin does.
-SP_FREE = ("real_nonmember",)
+# Conditions whose model sees no SP set: their fine-tune, generations and scores do not depend on the parameters
+# that only shape the SP-based training sets (``SP_SET_PARAMS``).
+SP_FREE = (REAL_NONMEMBER,)
 SP_SET_PARAMS = tuple(n for n in (*synthesis.SP_PARAMS, "transfer_domains") if n not in finetune.RECIPE_PARAMS)
 
 
@@ -346,15 +356,11 @@ def sibling_record(condition: str, params: Params, target=None) -> Path:
 
 def sibling_folder(condition: str, params: Params, target=None) -> Path | None:
     """``condition``'s finished folder in a cell of this cache that differs from this one only in
-    ``SP_SET_PARAMS``, or None: a condition that sees an SP set, real data (like the twin, whose files may change
-    under the same path), or none computed here."""
+    ``SP_SET_PARAMS`` (``sibling_record``), or None: a condition not ``SP_FREE``, real data (whose files may
+    change under the same path), or none computed here."""
     if condition not in SP_FREE or params.data_dir:
         return None
-    record = sibling_record(condition, params, target)
-    if not record.is_file():
-        return None
-    folder = paths.cache_dir("cells") / json.loads(record.read_text())["folder"]
-    return folder if (folder / CELL_INFO).is_file() else None
+    return _store().registered(sibling_record(condition, params, target))
 
 
 # parameters of the fine-tuning and of the SP set: the target's own results in a cell do not depend on them (the
@@ -380,7 +386,7 @@ def plan(params: Params, data: world.ImageFolderData, **swept) -> list[tuple[Par
         finetune.get_method(method)
     domains = data.private_domains[:params.experiment_domains] if params.experiment_domains else data.private_domains
     cells = []
-    grid = [dict(zip(swept, values)) for values in itertools.product(*swept.values())]
+    grid = [dict(zip(swept, values, strict=True)) for values in itertools.product(*swept.values())]
     for method in params.methods:
         for domain in domains:
             for seed in params.seeds:
@@ -474,8 +480,8 @@ def blind_summary(scores: pd.DataFrame, n_bootstrap: int = 2000, seed: int = 0) 
     that much separation needs no model."""
     rows = scores[(scores["attack"] == blind.ATTACK) & (scores["condition"] == BEFORE)]
     if rows.empty:
-        raise ValueError(f"the scores hold no blind-baseline rows (attack {blind.ATTACK!r} of the target): cells "
-                         f"computed before CELL_VERSION 3? Run them again")
+        raise ValueError(f"the scores hold no blind-baseline rows (attack {blind.ATTACK!r} of the target): score "
+                         "the target's results with this code")
     estimates = stats.cell_estimates(rows, pd.DataFrame(columns=["domain"]), n_bootstrap, seed)
     auc = (estimates.rows["metric"] == "auc").to_numpy()
     estimates = stats.Estimates(estimates.rows[auc].reset_index(drop=True), estimates.draws[auc])
@@ -494,10 +500,10 @@ def paper_table(summary: pd.DataFrame, attacks=("secmi_ldm", "pia", "loss"),
                 blind_auc: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows = methods. The blind baseline's AUC with its CI (``blind_summary``, when given); per attack: AUC
     before and after S2L, and the S2L effect on attack *strength* (change of |AUC - 0.5| against the method's
-    control, named in the column ``control``, with its 95% CI; ↑ / ↓ where the corrected verdict is up / down). Extraction: copies
-    of the attacked domain's own members per cell before and after, the S2L effect on them, the same for the
-    most duplicated class of members when members are duplicated, and the distinct own members copied after
-    S2L. The shape of the paper's main table."""
+    control, named in the column ``control``, with its 95% CI; ↑ / ↓ where the corrected verdict is up / down).
+    Extraction: copies of the attacked domain's own members per cell before and after, the S2L effect on them,
+    the same for the most duplicated class of members when members are duplicated, and the distinct own members
+    copied after S2L. The shape of the paper's main table."""
     columns = [(attack, attack, "auc", stats.STRENGTH) for attack in attacks]
     columns.append(("own copies", stats.EXTRACTION, "own_copies", "own_copies"))
     columns += [(f"own copies {k}x", stats.EXTRACTION, stats.class_metric("own_copies", k),
@@ -505,7 +511,7 @@ def paper_table(summary: pd.DataFrame, attacks=("secmi_ldm", "pia", "loss"),
     blind_by_method = {} if blind_auc is None else {r["method"]: auc_text(r) for _, r in blind_auc.iterrows()}
     out = {}
     for method, group in summary.groupby("method", sort=False):
-        row = {"control": {"cross_domain": "cross-domain", "real_nonmember": "real non-member"}[control_of(method)]}
+        row = {"control": CONTROL_LABELS[control_of(method)]}
         if method in blind_by_method:
             row["blind AUC"] = blind_by_method[method]
         for name, attack, before_after, effect in columns:

@@ -14,7 +14,6 @@ in the imagefolder layout, each image with its prompt.
 
 from __future__ import annotations
 
-
 import pandas as pd
 import torch
 
@@ -25,8 +24,8 @@ from .world import ImageFolderData, data_identity, domain_prompt, to_pil, unshif
 
 LEVELS = ("noise", "class", "name", "captions")
 SP_PARAMS = ("sp_level", "sp_size", "sp_sampler", "sp_steps", "sp_guidance", "class_prompt", "seed")
-# The code version of SP sets, part of their key: bump it whenever what an SP set holds changes for unchanged
-# parameters (prompts, seeds, sampling), so no stale set is reused. 2: issue 11.
+# The code version of SP sets, in their key: bump it whenever an SP set holds other images or prompts for
+# unchanged parameters.
 SP_VERSION = 2
 
 

@@ -44,7 +44,8 @@ def test_profiles_differing_only_in_seed_get_different_keys(smoke_params, smoke_
     (cell_b, _), = experiment.plan(profiles[1], smoke_data)
     assert cell_a == cell_b, "the cells' own parameters cannot tell the targets apart"
     keys_a, keys_b = _keys(cell_a, _loaded(profiles[0])), _keys(cell_b, _loaded(profiles[1]))
-    assert all(a != b for a, b in zip(keys_a, keys_b)), "cell, target-results and SP keys all name the target"
+    assert all(a != b for a, b in zip(keys_a, keys_b, strict=True)), \
+        "cell, target-results and SP keys all name the target"
     assert keys_a == _keys(cell_a, _loaded(profiles[0])), "the same profile finds its own entries again"
 
 
@@ -72,10 +73,10 @@ def test_code_versions_are_part_of_the_keys(smoke_params, monkeypatch):
     assert _keys(params, target)[:2] != (cell, results) and _keys(params, target)[2] == sp
     monkeypatch.undo()
     monkeypatch.setattr(pretrain, "TARGET_VERSION", pretrain.TARGET_VERSION + 1)  # through the target's identity
-    assert all(a != b for a, b in zip(_keys(params, _loaded(params)), (cell, results, sp)))
+    assert all(a != b for a, b in zip(_keys(params, _loaded(params)), (cell, results, sp), strict=True))
     monkeypatch.undo()
     monkeypatch.setattr(world, "WORLD_VERSION", world.WORLD_VERSION + 1)  # through the data's identity
-    assert all(a != b for a, b in zip(_keys(params, target), (cell, results, sp)))
+    assert all(a != b for a, b in zip(_keys(params, target), (cell, results, sp), strict=True))
 
 
 def test_the_sp_key_of_a_real_model_names_its_data(smoke_params):
@@ -102,3 +103,17 @@ def test_every_fine_tuning_parameter_is_in_the_recipe():
     tuning = {n for n in PARAM_NAMES if n.startswith(("ft_", "lora_", "ti_", "hn_", "prior_", "weight_noise_",
                                                          "train_"))}
     assert tuning - {"ft_checkpoint_every"} <= set(finetune.RECIPE_PARAMS) <= set(PARAM_NAMES)
+
+
+def test_the_keys_of_a_mini_cell_are_pinned():
+    """The cache folders of one mini cell, as the cache holds them: a changed key silently recomputes every cached
+    cell, so change these values only with a deliberate change of keys (a version bump, a new parameter)."""
+    params = load_profile("mini")
+    cell = dataclasses.replace(params, method="lora", target_domain="X", seed=1)
+    target = _loaded(params)
+    identity = pretrain.target_identity(cell, target)
+    assert identity == "v2-w2-57350481907e"
+    assert synthesis.sp_key(cell, "X", identity) == "7dba58ecd188"
+    assert experiment.cell_dir(cell, target).name == "c674ffbdd0a0"
+    assert experiment.target_results_dir(cell, target).name == "target-9022d75270cf"
+    assert experiment.sibling_record(experiment.REAL_NONMEMBER, cell, target).name == "afcfa58655ce-real_nonmember.json"

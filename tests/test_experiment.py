@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from safetensors.torch import load_file
 
 from s2l_utils import experiment, finetune, models, notebook, paths, pretrain, report, synthesis, world
 from s2l_utils.attacks import suite
 from s2l_utils.config import ConfigError
 from s2l_utils.finetune import textual_inversion
+from s2l_utils.store import CELL_EXTRACTION, CELL_INFO, CELL_SCORES, Loan, ModelStore
 
 
 def test_nonmember_halves_are_disjoint_and_never_scored_after_training_a_control(smoke_data):
@@ -75,12 +75,15 @@ def test_textual_inversions_controls_train_a_token_each_and_the_cross_domain_one
         target.tokenizer.encode(params.ti_initializer, add_special_tokens=False)[0]].detach().float()
     seen, moved, attacked = {}, {}, {"target": (target, None)}
     original_train = finetune.train
-    for condition in ("s2l", "cross_domain", "real_nonmember"):
+
+    def recording(condition):
         def train(model, modules, images, captions, *args, **kwargs):
             seen[condition] = list(captions)
             return original_train(model, modules, images, captions, *args, **kwargs)
+        return train
 
-        monkeypatch.setattr(finetune, "train", train)
+    for condition in ("s2l", "cross_domain", "real_nonmember"):
+        monkeypatch.setattr(finetune, "train", recording(condition))
         trained_on = experiment.training_set(condition, params, smoke_data, target, domain, progress=False)
         trained_for = experiment.trained_for(condition, smoke_data, domain)
         result = finetune.finetune(params.method, params, trained_on, tmp_path / condition, trained_for,
@@ -106,7 +109,8 @@ def _scores(condition_scores: dict, cell: str = "c0", domain: str = "A") -> pd.D
     frames = []
     for condition, (members, nonmembers) in condition_scores.items():
         frames.append(pd.DataFrame({
-            "domain": domain, "file_name": [f"m{i}" for i in range(len(members))] + [f"n{i}" for i in range(len(nonmembers))],
+            "domain": domain,
+            "file_name": [f"m{i}" for i in range(len(members))] + [f"n{i}" for i in range(len(nonmembers))],
             "is_member": [True] * len(members) + [False] * len(nonmembers), "score": [*members, *nonmembers],
             "attack": "loss", "condition": condition, "method": "lora", "seed": 0, "cell": cell}))
     return pd.concat(frames, ignore_index=True)
@@ -115,7 +119,8 @@ def _scores(condition_scores: dict, cell: str = "c0", domain: str = "A") -> pd.D
 def _matches(hits: dict, cell: str = "c0", domain: str = "A") -> pd.DataFrame:
     """condition -> per generation: None (no copy) or (copied file, its domain), every member seen once in
     pre-training (the match columns of ``extraction.match_generations``)."""
-    return pd.concat([pd.DataFrame({"domain": domain, "generation": range(len(h)), "extracted": [f is not None for f in h],
+    return pd.concat([pd.DataFrame({"domain": domain, "generation": range(len(h)),
+                                    "extracted": [f is not None for f in h],
                                     "nearest_file": [f[0] if f else "x" for f in h],
                                     "nearest_domain": [f[1] if f else domain for f in h],
                                     "distance": [0.1 if f else 0.5 for f in h], "nearest_duplicates": 1,
@@ -135,20 +140,20 @@ def test_effects_are_paired_differences_with_bootstrap_cis():
     metrics_table, effects = experiment.results(scores, matches, n_bootstrap=200)
     auc = metrics_table[(metrics_table["metric"] == "auc")].set_index("condition")["value"]
     assert auc["s2l"] > 0.95 and auc["target"] == auc["cross_domain"]
-    effect = effects[(effects["comparison"] == "S2L effect (S2L - control)") & (effects["metric"] == "auc")
+    effect = effects[(effects["comparison"] == experiment.EFFECT) & (effects["metric"] == "auc")
                      & (effects["attack"] == "loss")].iloc[0]
     assert effect["delta"] == pytest.approx(auc["s2l"] - auc["cross_domain"]) and effect["lo"] > 0
-    same = effects[(effects["comparison"] == "after - before") & (effects["attack"] == "loss")
+    same = effects[(effects["comparison"] == experiment.AFTER) & (effects["attack"] == "loss")
                    & (effects["metric"] == "auc")]
     assert (same["delta"] > 0).all()
-    extracted = effects[(effects["attack"] == "extraction") & (effects["comparison"] == "after - before")]
+    extracted = effects[(effects["attack"] == "extraction") & (effects["comparison"] == experiment.AFTER)]
     delta = extracted.set_index("metric")["delta"]
     # (the per-class and drift metrics: every member is a 1x member; copies lie at 0.1, the rest at 0.5)
     assert delta[["own_copies", "own_distinct", "other_copies", "own_copies_1x", "own_distinct_1x", "nearest_median",
                   "identity_accuracy"]].to_dict() == pytest.approx(
         {"own_copies": 3.0, "own_distinct": 2.0, "other_copies": 1.0, "own_copies_1x": 3.0, "own_distinct_1x": 2.0,
          "nearest_median": -0.4, "identity_accuracy": -0.25})
-    assert "S2L - real non-member" not in set(effects["comparison"]), "no real-data control in this cell"
+    assert experiment.VS_REAL_NONMEMBER not in set(effects["comparison"]), "no real-data control in this cell"
     # identical conditions give exactly zero, with a zero-width interval (the bootstrap is paired)
     _, null = experiment.results(_scores({"target": noise, "s2l": noise}), _matches({"target": [None], "s2l": [None]}),
                                  n_bootstrap=50)
@@ -157,8 +162,7 @@ def test_effects_are_paired_differences_with_bootstrap_cis():
 
 
 def test_summary_averages_cells_of_all_domains():
-    """(Replaces a test of the normal approximation from per-cell CIs, which ignored that cells of a domain
-    share images and gave zero-count cells an se of 0.) The summary is the mean of the cells' effects."""
+    """The summary is the mean of the cells' effects, its CI resampling the domains and their images."""
     rng = np.random.default_rng(1)
     frames, matches = [], []
     for cell, domain, shift in (("c0", "A", 2.0), ("c1", "A", 1.0), ("c2", "B", 1.5)):
@@ -170,7 +174,7 @@ def test_summary_averages_cells_of_all_domains():
     _, effects = experiment.results(scores, matches, n_bootstrap=100)
     summary = experiment.summarize(scores, matches, ["method", "comparison", "attack", "metric"], n_bootstrap=300,
                                    correction="bh")
-    pick = dict(comparison="S2L effect (S2L - control)", attack="loss", metric="advantage")
+    pick = dict(comparison=experiment.EFFECT, attack="loss", metric="advantage")
     cells = effects.loc[(effects[list(pick)] == pd.Series(pick)).all(axis=1)]
     row = summary.loc[(summary[list(pick)] == pd.Series(pick)).all(axis=1)].iloc[0]
     assert row["delta"] == pytest.approx(cells["delta"].mean()) and row["cells"] == 3 and row["domains"] == 2
@@ -211,7 +215,8 @@ def test_the_blind_baseline_is_summarised_from_the_targets_rows_and_never_compar
 
 
 def test_plan_is_the_full_grid_and_rejects_unknown_methods(smoke_params, smoke_data):
-    params = dataclasses.replace(smoke_params, methods=["lora", "textual_inversion"], experiment_domains=2, seeds=[0, 1])
+    params = dataclasses.replace(smoke_params, methods=["lora", "textual_inversion"], experiment_domains=2,
+                                 seeds=[0, 1])
     cells = experiment.plan(params, smoke_data, ft_steps=[1, 2, 3])
     assert len(cells) == 2 * 2 * 2 * 3
     assert len({experiment.cell_dir(p) for p, _ in cells}) == len(cells), "every cell has its own cache folder"
@@ -294,9 +299,9 @@ def test_a_shifted_world_borrows_its_twins_models_and_gets_what_it_would_compute
                         lambda *a, **k: generated.append(1) or real_generate(*a, **k))
     borrowed = experiment.run_cell(params, data, target, tmp_path / "borrowed", conditions, progress=False)
     assert trained == ["real_nonmember"] and len(generated) == 1
-    for computed, lent in zip(fresh, borrowed):
+    for computed, lent in zip(fresh, borrowed, strict=True):
         pd.testing.assert_frame_equal(computed, lent, check_exact=True)
-    infos = {c: json.loads((tmp_path / "borrowed" / c / experiment.CELL_INFO).read_text()) for c in conditions}
+    infos = {c: json.loads((tmp_path / "borrowed" / c / CELL_INFO).read_text()) for c in conditions}
     assert infos["s2l"]["twin"] == f"{experiment.cell_dir(twin, target).name}/s2l"
     assert infos["real_nonmember"]["twin"] is None
     lent = json.loads((tmp_path / "borrowed" / "s2l" / "artefact" / finetune.ARTEFACT_INFO).read_text())
@@ -307,6 +312,58 @@ def test_a_shifted_world_borrows_its_twins_models_and_gets_what_it_would_compute
     other = {**json.loads((source / finetune.RECIPE).read_text()), "seed": 99}
     assert not finetune.adopt(source, tmp_path / "other", other, params, lent["base"])
     assert not (tmp_path / "other").exists()
+
+
+def test_the_store_lends_a_finished_folder_at_the_same_threshold_and_a_fine_tune_of_the_same_recipe(
+        smoke_params, tmp_path, monkeypatch):
+    """A lender is the first finished candidate extracted at the borrower's threshold; its fine-tune is copied
+    only for the same recipe; a borrower's folder holds the lender's matches and names it; a registered folder
+    is found while it is finished; cell.json is written after the results."""
+    models_store = ModelStore(tmp_path)
+    scores = pd.DataFrame({"file_name": ["m0", "n0"], "score": [0.9, 0.1]})
+    matches = pd.DataFrame({"generation": [0, 1], "extracted": [True, False]})
+    real_write_json = notebook.write_json
+
+    def write_json(path, payload):
+        if path.name == CELL_INFO:
+            assert (path.parent / CELL_SCORES).is_file() and (path.parent / CELL_EXTRACTION).is_file()
+        real_write_json(path, payload)
+
+    monkeypatch.setattr(notebook, "write_json", write_json)
+    lender, other, unfinished = tmp_path / "c1" / "s2l", tmp_path / "c2" / "s2l", tmp_path / "c3" / "s2l"
+    models_store.write_finished(lender, "s2l", scores, matches, 0.25, 0.01, 1.0, None)
+    models_store.write_finished(other, "s2l", scores, matches, 0.5, 0.01, 1.0, None)
+    unfinished.mkdir(parents=True)
+    scores.to_parquet(unfinished / CELL_SCORES)
+    info = json.loads((lender / CELL_INFO).read_text())
+    assert info == {"condition": "s2l", "threshold": 0.25, "expected_false_positives": 0.01, "seconds": 1.0,
+                    "twin": None, "sibling": None}
+    assert ModelStore.finished(unfinished) is None and ModelStore.finished(lender) == lender
+    assert models_store.find_lender({"twin": unfinished, "sibling": lender}, 0.25) == Loan("sibling", lender)
+    assert models_store.find_lender({"twin": lender, "sibling": tmp_path / "c2b"}, 0.25) == Loan("twin", lender)
+    assert models_store.find_lender({"twin": None, "sibling": other}, 0.25) is None, "another threshold"
+    loan = Loan("sibling", lender)
+    borrower = tmp_path / "c4" / "s2l"
+    models_store.write_finished(borrower, "s2l", scores, models_store.lent_matches(loan), 0.25, 0.01, 2.0, loan)
+    assert json.loads((borrower / CELL_INFO).read_text())["sibling"] == "c1/s2l"
+    for mine, lent in zip(ModelStore.read(borrower), ModelStore.read(lender), strict=True):
+        pd.testing.assert_frame_equal(mine, lent, check_exact=True)
+    # a fine-tune is borrowed for its recipe only
+    (lender / "artefact").mkdir()
+    (lender / "artefact" / finetune.ARTEFACT_INFO).write_text(json.dumps({"method": "lora"}))
+    (lender / "artefact" / "weights.bin").write_bytes(b"w")
+    (lender / finetune.RECIPE).write_text(json.dumps({"method": "lora", "seed": 0}))
+    assert not ModelStore.borrow_finetune(loan, tmp_path / "c5", {"method": "lora", "seed": 1}, smoke_params, "b")
+    assert not (tmp_path / "c5").exists()
+    assert ModelStore.borrow_finetune(loan, borrower, {"method": "lora", "seed": 0}, smoke_params, "b")
+    assert (borrower / "artefact" / "weights.bin").read_bytes() == b"w"
+    assert json.loads((borrower / "artefact" / finetune.ARTEFACT_INFO).read_text())["adopted_from"] == str(lender)
+    record = tmp_path / "siblings" / "key-real_nonmember.json"
+    assert models_store.registered(record) is None
+    models_store.register(record, lender)
+    assert json.loads(record.read_text()) == {"folder": "c1/s2l"} and models_store.registered(record) == lender
+    (lender / CELL_INFO).unlink()
+    assert models_store.registered(record) is None, "a folder no longer finished is not lent"
 
 
 def test_cells_differing_only_in_sp_guidance_share_the_model_that_sees_no_sp_set(smoke_params, tmp_path,
@@ -337,9 +394,9 @@ def test_cells_differing_only_in_sp_guidance_share_the_model_that_sees_no_sp_set
     borrowed = experiment.run_cell(other, data, target, experiment.cell_dir(other, target), conditions,
                                    progress=False)
     assert trained == ["s2l"] and len(generated) == 1
-    for computed, lent in zip(fresh, borrowed):
+    for computed, lent in zip(fresh, borrowed, strict=True):
         pd.testing.assert_frame_equal(computed, lent, check_exact=True)
-    infos = {c: json.loads((experiment.cell_dir(other, target) / c / experiment.CELL_INFO).read_text())
+    infos = {c: json.loads((experiment.cell_dir(other, target) / c / CELL_INFO).read_text())
              for c in conditions}
     assert infos["real_nonmember"]["sibling"] == f"{first.name}/real_nonmember"
     assert infos["s2l"]["sibling"] is None
@@ -347,10 +404,10 @@ def test_cells_differing_only_in_sp_guidance_share_the_model_that_sees_no_sp_set
         "a borrower does not register itself"
 
 
-def test_report_numbers_come_from_the_table_and_the_readme_section_is_replaced(tmp_path):
+def test_report_numbers_come_from_the_table(tmp_path):
     rows = []
     for method, delta in (("lora", 0.08), ("dreambooth", -0.02)):
-        for comparison, metric, d in ((report.EFFECT, "advantage", delta), (report.AFTER, "auc", delta / 2)):
+        for comparison, metric, d in ((experiment.EFFECT, "advantage", delta), (experiment.AFTER, "auc", delta / 2)):
             rows.append({"method": method, "comparison": comparison, "attack": "pia", "metric": metric, "delta": d,
                          "lo": d - 0.03, "hi": d + 0.03, "p": 0.001 if d - 0.03 > 0 else 0.4, "cells": 1,
                          "before": 0.7, "after": 0.7 + d, "verdict": "up" if d - 0.03 > 0 else "no change",
@@ -363,13 +420,6 @@ def test_report_numbers_come_from_the_table_and_the_readme_section_is_replaced(t
     table = experiment.paper_table(summary, attacks=["pia"])
     assert table.loc["lora", "pia S2L effect"] == "+0.080 [+0.050, +0.110] ↑"
     assert table.loc["dreambooth", "pia after"] == pytest.approx(0.69)  # after - before row: 0.7 + (-0.02 / 2)
-    readme = tmp_path / "README.md"
-    readme.write_text("# Title\n\nintro\n")
-    for text in ("first\n", "second\n"):
-        report.write_section(readme, "mini", text)
-    content = readme.read_text()
-    assert content.count("<!-- results:mini:start -->") == 1 and "second" in content and "first" not in content
-    assert content.startswith("# Title\n\nintro")
     with pytest.raises(FileNotFoundError, match="run notebook 11"):
         report.collect([tmp_path])
 
@@ -458,10 +508,10 @@ def test_each_method_is_set_against_its_own_control():
     with pytest.raises(ConfigError, match="unknown conditions"):
         experiment.resolve_conditions(["s2l", "contrl"], "lora")
     ti = experiment.method_comparisons("textual_inversion", experiment.COMPARISONS)
-    assert ti[experiment.EFFECT] == ("s2l", "real_nonmember") and "S2L - real non-member" not in ti
-    assert ti["S2L - cross-domain"] == ("s2l", "cross_domain")
+    assert ti[experiment.EFFECT] == ("s2l", "real_nonmember") and experiment.VS_REAL_NONMEMBER not in ti
+    assert ti[experiment.VS_CROSS_DOMAIN] == ("s2l", "cross_domain")
     lora = experiment.method_comparisons("lora", experiment.COMPARISONS)
-    assert lora[experiment.EFFECT] == ("s2l", "cross_domain") and "S2L - cross-domain" not in lora
+    assert lora[experiment.EFFECT] == ("s2l", "cross_domain") and experiment.VS_CROSS_DOMAIN not in lora
     # on cells with both controls, each method's effect is its own control's difference
     rng = np.random.default_rng(0)
     noise, separated = (list(rng.normal(size=30)), list(rng.normal(size=30))), \
@@ -476,8 +526,9 @@ def test_each_method_is_set_against_its_own_control():
                                    n_bootstrap=100).set_index(["method", "comparison", "attack", "metric"])
     auc = lambda method, comparison: summary.loc[(method, comparison, "loss", "auc")]
     assert auc("textual_inversion", experiment.EFFECT)["before"] == pytest.approx(
-        auc("lora", "S2L - real non-member")["before"]), "textual inversion's reference is the real-non-member model"
-    assert auc("lora", experiment.EFFECT)["delta"] == pytest.approx(auc("textual_inversion", "S2L - cross-domain")["delta"])
+        auc("lora", experiment.VS_REAL_NONMEMBER)["before"]), "textual inversion's reference: the real-non-member model"
+    assert auc("lora", experiment.EFFECT)["delta"] == pytest.approx(
+        auc("textual_inversion", experiment.VS_CROSS_DOMAIN)["delta"])
     assert auc("textual_inversion", experiment.EFFECT)["delta"] == pytest.approx(
-        auc("lora", "S2L - real non-member")["delta"])
+        auc("lora", experiment.VS_REAL_NONMEMBER)["delta"])
     assert auc("textual_inversion", experiment.EFFECT)["delta"] < auc("lora", experiment.EFFECT)["delta"]

@@ -2,10 +2,11 @@
 loads back through the standard loaders with identical outputs, and an interrupted run resumes exactly."""
 
 import json
+import logging
+import re
 
 import pytest
 import torch
-
 from safetensors.torch import save_file
 
 from s2l_utils import finetune, models, pretrain, sampling, synthesis, world
@@ -44,7 +45,7 @@ def _same(a, b, keys=None):
 
 
 def _run(setting, method, **overrides):
-    params, data, target, domain, sp, root = setting
+    _, _, _, domain, sp, root = setting
     params = load_profile("smoke", **{**FT, **overrides})
     out = root / f"{method}-{abs(hash(tuple(sorted(overrides.items()))))}"
     return finetune.finetune(method, params, sp, out, domain, device="cpu", progress=False), params
@@ -190,6 +191,43 @@ def test_lora_keeps_base_weights_and_moves_adapters(setting):
     prompts = ["photo of a person"]
     pipe.disable_lora()
     assert torch.allclose(_samples(pipe, prompts), _samples(target, prompts), atol=1e-6)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("method", ["lora", "ti_lora"])
+def test_a_lora_without_text_encoder_weights_loads_without_diffusers_no_keys_warning(setting, method):
+    """Loading a UNet-only LoRA artefact logs no "No LoRA keys associated to CLIPTextModel" warning, which the
+    plain diffusers load of the same file logs; other records of diffusers still get through."""
+    result, _ = _run(setting, method)
+    info = json.loads((result.folder / finetune.ARTEFACT_INFO).read_text())
+    lora = next(part for part in info["parts"] if part["kind"] == "lora")
+    assert lora["text_encoder"] is False
+    diffusers_logger, records = logging.getLogger("diffusers"), _Records()
+    emitter = logging.getLogger("diffusers.loaders.lora_base")
+    filters, level = list(emitter.filters), diffusers_logger.level
+    diffusers_logger.setLevel(logging.WARNING)
+    diffusers_logger.addHandler(records)
+    try:
+        plain = models.load_pipeline(info["base"], "cpu")
+        plain.load_lora_weights(str(result.folder), weight_name=lora["weight_name"])
+        warned = [m for m in records.messages if m.startswith("No LoRA keys associated to CLIPTextModel")]
+        assert warned, "the plain load warns (so the capture works)"
+        records.messages.clear()
+        finetune.load_finetuned(result.folder, device="cpu")
+        emitter.warning("still heard")
+    finally:
+        diffusers_logger.removeHandler(records)
+        diffusers_logger.setLevel(level)
+    assert not [m for m in records.messages if m.startswith("No LoRA keys")], records.messages
+    assert "still heard" in records.messages and emitter.filters == filters, "silenced for that load only"
 
 
 def test_hypernetwork_stays_out_of_the_unet_state_dict(setting):
@@ -350,9 +388,9 @@ def test_sp_synthesis_is_deterministic_and_levels_differ(setting):
 
 
 def test_bad_input_is_rejected_before_training(setting, tmp_path, monkeypatch):
-    params, data, target, domain, sp, _ = setting
+    params, data, _, domain, sp, _ = setting
     monkeypatch.setattr(pretrain, "load_target", lambda *a, **k: pytest.fail("loaded a model before rejecting"))
-    with pytest.raises(ConfigError, match="unknown fine-tuning method 'loral'. Methods: dreambooth"):
+    with pytest.raises(ConfigError, match=re.escape("unknown fine-tuning method 'loral'. Methods: dreambooth")):
         finetune.finetune("loral", params, sp, tmp_path, domain)
     with pytest.raises(ValueError, match="prior_preservation is on"):
         finetune.finetune("lora", load_profile("smoke", prior_preservation=True), sp, tmp_path, domain)

@@ -12,9 +12,9 @@ A method is a named list of parts; combinations are lists of several, so nothing
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 

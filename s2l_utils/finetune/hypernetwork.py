@@ -2,9 +2,8 @@
 
 There is one MLP pair (K, V) per attention *site*: the role (``self`` or ``cross`` attention) and the width of
 the context the key and value projections read. The key and value projections see ``mlp(context)`` instead of
-``context``. A1111 keys its modules by context width alone and applies them to self-attention too; on SD1 that
-is the same thing (contexts 768 for cross-, 320/640/1280 for self-attention), but at the miniature's widths
-the text width and a UNet width collide (32), and a width key would make one MLP pair serve both roles.
+``context``. On SD1 the sites are A1111's (keyed by context width alone); at the miniature's widths a self- and a
+cross-attention site of equal width keep their own pairs.
 
 It runs as a diffusers attention processor that wraps the stock one and stays outside the UNet's state dict.
 The output layer starts at zero, so a fresh hypernetwork leaves the model exactly unchanged. Saved as
@@ -13,6 +12,7 @@ safetensors (keys ``k.cross_768.net.0.weight`` …) with its format version, sit
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from torch import nn
 from .base import Part
 
 WEIGHTS = "hypernetwork.safetensors"
-# 2: modules keyed by (role, width); 1 (no "format_version" in the metadata) keyed them by width alone
+# the saved file's layout version, in its metadata (none: 1): bump it whenever the saved keys change meaning
 FORMAT_VERSION = 2
 
 
@@ -35,7 +35,7 @@ class HypernetworkMLP(nn.Module):
     def __init__(self, width: int, structure: list[int]):
         super().__init__()
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(structure[:-1], structure[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(structure)):
             layers.append(nn.Linear(width * a, width * b))
             if i < len(structure) - 2:
                 layers.append(nn.ReLU())
@@ -144,7 +144,8 @@ def load_hypernetwork(path: str | Path) -> Hypernetwork:
     """Rebuild a saved hypernetwork from its safetensors file (sites and structure read from the metadata)."""
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        names = handle.keys()  # a safe_open handle is not iterable
+        tensors = {k: handle.get_tensor(k) for k in names}
     version = int(meta.get("format_version", 1))
     if version != FORMAT_VERSION:
         raise ValueError(f"{path} is a hypernetwork of format {version} (format 1 shared one MLP pair between self- "

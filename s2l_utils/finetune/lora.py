@@ -7,8 +7,11 @@ standard ``pipe.load_lora_weights(folder)``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
+from diffusers.loaders import lora_base
 from diffusers.training_utils import cast_training_params
 from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
@@ -67,4 +70,30 @@ class LoRA(Part):
 
     @classmethod
     def apply(cls, pipe, folder: Path, info: dict) -> None:
-        pipe.load_lora_weights(str(folder), weight_name=info["weight_name"])
+        """Load the artefact's adapters; diffusers' notice that the text encoder has none is dropped when the
+        artefact was saved without text-encoder LoRA."""
+        quiet = contextlib.nullcontext() if info.get("text_encoder", True) else _no_text_encoder_notice(pipe)
+        with quiet:
+            pipe.load_lora_weights(str(folder), weight_name=info["weight_name"])
+
+
+class _DropMessage(logging.Filter):
+    """Drops the records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def _no_text_encoder_notice(pipe):
+    """Within the block, diffusers does not log that it found no LoRA keys for ``pipe``'s text encoder."""
+    drop = _DropMessage(f"No LoRA keys associated to {type(pipe.text_encoder).__name__} ")
+    lora_base.logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        lora_base.logger.removeFilter(drop)
