@@ -23,9 +23,13 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)  ## create .venv with the pinned stack
 
 # mini: the reproduction's main line (setup, target, attacks on the target, the main experiment, the report);
-# the walk-throughs 02-08 and the ablations 12-13 run with NOTEBOOKS="..." or PROFILE=full
+# WITH="12 13" adds the ablations and the domain transfer (make publish adds them: their tables are committed),
+# NOTEBOOKS="..." replaces the line; FORCE=1 reruns notebooks that already finished (cached artefacts are reused)
 NOTEBOOKS_mini := 00 01 09 10 11 14
+PUBLISH_WITH_mini := 12 13
 NOTEBOOKS ?= $(NOTEBOOKS_$(PROFILE))
+WITH ?=
+RUN_FLAGS := $(if $(FORCE),--force)
 # mini and full: after the target, the cells of the main experiment and the domain transfer run as sweeps of JOBS
 # parallel jobs (one per core: about 1.8x faster than one job on 2 cores); 11 and 13 then read them back
 SWEEPS_mini := sweeps/mini_main.yaml
@@ -34,14 +38,15 @@ JOBS ?= 2
 
 main: $(STAMP)  ## run PROFILE's notebooks (default mini; full and sd: all) into runs/PROFILE/, writing nothing else
 ifneq ($(SWEEPS_$(PROFILE)),)
-	$(PY) -m s2l_utils.run --profile $(PROFILE) 00 01
-	for sweep in $(SWEEPS_$(PROFILE)); do $(PY) -m s2l_utils.sweep $$sweep --jobs $(JOBS) || exit 1; done
+	$(PY) -m s2l_utils.run --profile $(PROFILE) 00 01 $(RUN_FLAGS)
+	for sweep in $(SWEEPS_$(PROFILE)); do $(PY) -m s2l_utils.sweep $$sweep --jobs $(JOBS) $(RUN_FLAGS) || exit 1; done
 endif
-	$(PY) -m s2l_utils.run --profile $(PROFILE) $(NOTEBOOKS)
+	$(PY) -m s2l_utils.run --profile $(PROFILE) $(if $(NOTEBOOKS),$(sort $(NOTEBOOKS) $(WITH))) $(RUN_FLAGS)
 
 reproduce: main  ## the main job: run PROFILE, then compare its tables with the committed ones (non-zero if a verdict flips)
 	$(PY) -m s2l_utils.check --profile $(PROFILE)
 
+publish: WITH += $(PUBLISH_WITH_$(PROFILE))
 publish: main  ## for maintainers: run PROFILE, then write its tables, results page and figures into the repository
 	$(PY) -m s2l_utils.run --profile $(PROFILE) 14 -p publish=true --force
 

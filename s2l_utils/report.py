@@ -307,12 +307,12 @@ RUN_FOLDER = re.compile(r"\d\d_[a-z0-9_]+")  # a finished notebook run (not .run
 
 
 def run_figures(run: notebook.Run) -> list[Path]:
-    """The figures of this run and of every finished sibling run it reads (``run.runs_roots``, first root wins
-    per notebook), this run's last."""
+    """The figures of this run and of every finished run of a notebook before it in its run roots
+    (``run.runs_roots``, first root wins per notebook), this run's last; later notebooks publish their own."""
     found = {}
     for root in run.runs_roots:
         for folder in sorted(root.iterdir()) if root.is_dir() else ():
-            if RUN_FOLDER.fullmatch(folder.name) and folder.name not in found and folder.name != run.notebook:
+            if RUN_FOLDER.fullmatch(folder.name) and folder.name not in found and folder.name < run.notebook:
                 found[folder.name] = sorted((folder / "figures").glob("*.png"))
     return [*(f for figures in found.values() for f in figures), *sorted((run.dir / "figures").glob("*.png"))]
 

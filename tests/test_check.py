@@ -28,7 +28,11 @@ def test_the_committed_tables_reproduce_themselves_exactly(committed):
     assert result.largest_delta == 0.0 and not result.differing and not result.missing
     assert len(result.claims) == len(report.verdicts(_copy(committed))) > 0
     assert result.not_rerun == sorted(set(committed) - {"main", "blind"})  # ablations, map, transfer
-    assert result.summary_line().startswith(f"{judged} of {judged} verdicts identical")
+    assert result.summary_line().startswith(f"{judged} of {judged} verdicts identical and {len(result.claims)} of "
+                                            f"{len(result.claims)} claims (tables blind, main; ablations, map, "
+                                            "transfer not run)")
+    assert result.summary_line().endswith(f"reproduced, within the tolerances for float differences across CPUs "
+                                          f"({check.TOLERANCE:g}, {check.P_TOLERANCE:g})")
 
 
 def test_float_differences_within_the_tolerance_are_not_a_failure(committed):
@@ -37,7 +41,7 @@ def test_float_differences_within_the_tolerance_are_not_a_failure(committed):
     run["blind"]["auc"] -= 0.002
     result = check.compare(committed, run)
     assert result.ok and result.largest_delta == pytest.approx(0.004)
-    assert "largest |Δ| 0.0040" in result.summary_line() and "reproduced" in result.summary_line()
+    assert "largest |Δ| 0.0040 of an estimate" in result.summary_line() and result.summary_line().endswith(")")
 
 
 def test_a_number_beyond_the_tolerance_is_reported(committed):
@@ -49,12 +53,47 @@ def test_a_number_beyond_the_tolerance_is_reported(committed):
     assert len(result.flipped) == 0 and "NOT REPRODUCED" in result.summary_line()
 
 
-def test_p_values_are_judged_through_their_verdicts_and_reported(committed):
+def test_p_values_have_their_own_tolerance(committed):
     run = _copy(committed)
-    run["main"]["p"] = (run["main"]["p"] + 0.2).clip(upper=1.0)
+    run["main"]["p"] = run["main"]["p"] + check.P_TOLERANCE / 2
     result = check.compare(committed, run)
-    assert result.ok and result.largest_delta == 0.0 and result.p_delta == pytest.approx(0.2)
-    assert "(of a p-value 0.2000)" in result.summary_line()
+    assert result.ok and result.largest_delta == 0.0 and result.p_delta == pytest.approx(check.P_TOLERANCE / 2)
+    assert f"{check.P_TOLERANCE / 2:.4f} of a p-value" in result.summary_line()
+    run["main"].loc[0, "p_adjusted"] = 2.0
+    result = check.compare(committed, run)
+    assert not result.ok and [d for d in result.differing if " p_adjusted " in d]
+
+
+def test_labels_and_verdicts_that_appear_are_differences(committed):
+    run = _copy(committed)
+    run["main"].loc[0, "correction"] = "bh"
+    result = check.compare(committed, run)
+    assert not result.ok and [d for d in result.differing if "correction holm -> bh" in d]
+    run = _copy(committed)
+    unjudged = run["main"].index[run["main"]["verdict"].isna()][0]
+    run["main"].loc[unjudged, "verdict"] = "up"
+    result = check.compare(committed, run)
+    assert len(result.flipped) == 1 and not result.ok, "a verdict the committed row lacks is a flip too"
+
+
+def test_tables_that_do_not_match_in_shape_are_errors(committed):
+    run = _copy(committed)
+    run["main"] = pd.concat([run["main"], run["main"].iloc[:1]])
+    with pytest.raises(ValueError, match="run's table"):
+        check.compare(committed, run)
+    run = _copy(committed)
+    run["main"] = run["main"].drop(columns=["attack"])
+    with pytest.raises(ValueError, match="lacks the columns"):
+        check.compare(committed, run)
+
+
+def test_runs_computed_at_another_commit_are_stale(tmp_path):
+    for name, commit in (("01_pretrain_target", "old"), ("11_s2l_main", "def"), ("11_s2l_main.failed", "x"),
+                         ("14_report", "abc")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "params.json").write_text(f'{{"git_commit": "{commit}"}}')
+    assert check.stale_runs(tmp_path, "abc") == ["11_s2l_main at def"], "only the runs the report reads"
+    assert check.stale_runs(tmp_path, None) == [], "no checkout: nothing to compare with"
 
 
 def test_counts_must_be_equal_exactly(committed):

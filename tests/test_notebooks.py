@@ -154,7 +154,8 @@ def test_runs_write_nothing_outside_runs_until_published(smoke_runs):
     page = paths.results_page("smoke").read_text()
     figures = {p.name for p in (published["figures"] / "smoke").iterdir()}
     assert {"world.png", "loss_roc.png", "mia_auc.png", "report_s2l_effect.png"} <= figures, "siblings' figures too"
-    assert "](../../figures/smoke/report_s2l_effect.png)" in page
+    own = os.path.relpath(published["figures"] / "smoke" / "report_s2l_effect.png", paths.results_page("smoke").parent)
+    assert f"]({Path(own).as_posix()})" in page, "the report's figures, linked relative to the page"
     for link in page.split("](")[1:]:
         target = link.split(")")[0]
         if target.endswith(".png"):

@@ -126,7 +126,7 @@ def test_publishing_collects_finished_sibling_runs_figures_and_refuses_to_drop_a
 
     runs = tmp_path / "runs" / "smoke"
     for folder in ("01_pretrain_target", "09_membership_inference", ".10_data_extraction.running",
-                   "10_data_extraction.failed", "14_report"):
+                   "10_data_extraction.failed", "14_report", "15_regimes"):
         (runs / folder / "figures").mkdir(parents=True)
         (runs / folder / "figures" / f"{folder.strip('.')}.png").write_bytes(folder.encode())
     run = notebook.Run("14_report", "smoke", load_profile("smoke"), runs / "14_report", "cpu")
