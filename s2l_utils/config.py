@@ -36,7 +36,7 @@ EXPERIMENT_METHODS = ("dreambooth", "textual_inversion", "lora", "hypernetwork",
 
 
 def _p(default, help: str):
-    """A parameter: its default and the one-line help that error messages and the README show."""
+    """A parameter: its default and the one-line help that error messages and ``run --list`` show."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})

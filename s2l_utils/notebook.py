@@ -110,7 +110,7 @@ REPORT_ONLY_PARAMS = ("report_results", "publish")
 
 
 def results_name(profile: str) -> str:
-    """The name a run's figures and published results go under (``figures/<name>/``, the README section):
+    """The name a run's figures and published results go under (``figures/<name>/``, ``docs/results/<name>.md``):
     ``profile_name``, except that an effective profile overriding only ``REPORT_ONLY_PARAMS`` (e.g. the report
     of a sweep's collected table) takes its base profile's name."""
     path = Path(profile)

@@ -32,7 +32,7 @@ TOKEN_CONTROL = ("Methods that change weights are set against the cross-domain c
                  "were never in pre-training). That control is biased upwards (real photos teach the identity "
                  "better than generations, and 8 photos get more epochs than 64), after − before downwards (a "
                  "learned token is a lossy copy of the name), so a token method's effect is bracketed by the two.")
-# what the paper claims (arXiv 2403.09450 v1 abstract and its third-party summaries; see shared notes)
+# what the paper claims (arXiv 2403.09450 v1: +5.4 AUC points for SecMI, 16.3 extracted images per domain)
 PAPER_MIA_GAIN = 0.054
 PAPER_EXTRACTED = 16.3
 

@@ -267,6 +267,8 @@ def test_a_world_is_keyed_by_its_data_and_by_a_target_that_is_not_the_grids():
     assert [worlds.label(*keys) for keys in worlds.LABELS] == ["duplicated", "i.i.d.", "duplicated, UNet 32-64"]
     with pytest.raises(ValueError, match="unknown world label"):
         worlds.keys("duplicated, UNet 64-128")
+    with pytest.raises(ValueError, match="no label for the world"):
+        worlds.label(IID, WIDE)
 
 
 def test_every_committed_shards_world_label_round_trips_through_its_keys():

@@ -23,8 +23,12 @@ def world_of(params: dict) -> tuple[str, str]:
 
 
 def label(data: str, target: str = GRID) -> str:
-    """The label of the world (``data``, ``target``), as stored and printed."""
-    return LABELS[(data, target)]
+    """The label of the world (``data``, ``target``), as stored and printed; raises ValueError on a world not in
+    ``LABELS`` (add its label there first: stored labels are never built from parts)."""
+    try:
+        return LABELS[(data, target)]
+    except KeyError:
+        raise ValueError(f"no label for the world {(data, target)}; known: {list(LABELS)}") from None
 
 
 def keys(text: str) -> tuple[str, str]:
