@@ -103,7 +103,7 @@ commit = notebook.git_commit()
 page = lambda links: report.markdown(tables, name, main_table, commit, links)
 text = page([os.path.relpath(f, run.dir) for f in figures])
 notebook.write_text(run.dir / "results.md", text)
-report.write_tables(tables, run.dir / check.TABLES_DIR)
+notebook.write_tables(tables, run.dir / check.TABLES_DIR)
 if params.publish:
     report.publish(run, tables, page)
 print(text)

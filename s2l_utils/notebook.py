@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from . import paths
-from .config import Params, load_profile
+from .config import ConfigError, Params, load_profile
 from .models import resolve_device
 
 PARAMS_FILE = "params.json"
@@ -56,6 +56,16 @@ def write_text(path: Path, text: str) -> Path:
 def write_json(path: Path, payload) -> None:
     """``write_bytes`` of ``payload`` as indented JSON."""
     write_text(path, json.dumps(payload, indent=1, default=_jsonable))
+
+
+def write_tables(tables: dict, folder: Path) -> list[Path]:
+    """Each table as ``folder/<name>.csv`` (the committed format), each file written atomically."""
+    return [write_text(Path(folder) / f"{name}.csv", table.to_csv(index=False)) for name, table in tables.items()]
+
+
+def relative_links(figures, folder: Path) -> list[str]:
+    """``figures`` as links from a page in ``folder``."""
+    return [Path(os.path.relpath(f, folder)).as_posix() for f in figures]
 
 
 def _jsonable(value):
@@ -157,6 +167,21 @@ class Run:
         """Copy figures (paths, e.g. from ``savefig`` of this run or a sibling run) into ``figures_dir``, each
         atomically; returns the published paths in the same order."""
         return [write_bytes(self.figures_dir / figure.name, figure.read_bytes()) for figure in map(Path, figures)]
+
+    def publish(self, tables: dict, folder: Path, page_path: Path, page, figures, shown, remedy: str) -> dict:
+        """Publish: ``figures`` into ``figures_dir``, ``tables`` as CSV into ``folder`` and ``page(links)`` into
+        ``page_path``, ``links`` being the published ``shown`` figures relative to the page. Refused before
+        anything is written when a table committed in ``folder`` is not among ``tables`` (``remedy`` says what
+        to run first). Returns the paths written, by kind (figures, tables, page)."""
+        folder = Path(folder)
+        dropped = sorted({p.stem for p in folder.glob("*.csv")} - set(tables)) if folder.is_dir() else []
+        if dropped:
+            raise ConfigError(f"publishing would drop the committed tables {dropped} of {folder}: {remedy}")
+        published = self.publish_figures(figures)
+        names = {Path(f).name for f in shown}
+        links = relative_links([f for f in published if f.name in names], Path(page_path).parent)
+        return {"figures": published, "tables": write_tables(tables, folder),
+                "page": [write_text(page_path, page(links))]}
 
     def save_table(self, df, name: str) -> Path:
         """A tidy table as parquet (for code) and CSV (for eyes) in the run folder."""

@@ -8,7 +8,6 @@ them (``data/results/<profile>/``, ``docs/results/<profile>.md``, ``figures/<pro
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import pandas as pd
 
 from . import finetune, notebook, paths, stats, synthesis
 from .attacks import blind
-from .config import ConfigError
 from .experiment import (AFTER, ALL_METHODS, EFFECT, TRANSFER, auc_text, blind_summary, drift_table,
                          duplication_classes, extraction_by_class, summarize)
 
@@ -297,12 +295,6 @@ def markdown(tables: dict[str, pd.DataFrame], profile: str, main_table: pd.DataF
     return "\n".join(lines) + "\n"
 
 
-def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-    """Each table as ``folder/<name>.csv`` (the committed format), each file written atomically."""
-    return [notebook.write_text(Path(folder) / f"{name}.csv", table.to_csv(index=False))
-            for name, table in tables.items()]
-
-
 RUN_FOLDER = re.compile(r"\d\d_[a-z0-9_]+")  # a finished notebook run (not .running, not .failed)
 
 
@@ -318,23 +310,17 @@ def run_figures(run: notebook.Run) -> list[Path]:
 
 
 def publish(run: notebook.Run, tables: dict[str, pd.DataFrame], page, log=print) -> dict[str, list[Path]]:
-    """Publish a report run: every figure of it and of its sibling runs into ``figures/<name>/``, the tables
-    into ``data/results/<name>/`` and ``page(links)`` (``links``: the report's figures relative to the page)
-    into ``docs/results/<name>.md``, where ``name`` is ``notebook.results_name``. Refused before anything is
-    written when a table committed there is not among ``tables`` (publishing would drop it)."""
+    """Publish a report run (``Run.publish``): every figure of it and of the runs before it (``run_figures``)
+    into ``figures/<name>/``, the tables into ``data/results/<name>/`` and ``page(links)`` (``links``: the
+    report's own figures relative to the page) into ``docs/results/<name>.md``, where ``name`` is
+    ``notebook.results_name``; refused before anything is written when it would drop a committed table."""
     name = notebook.results_name(run.profile)
     folder = paths.data_dir() / "results" / name
-    dropped = sorted({p.stem for p in folder.glob("*.csv")} - set(tables)) if folder.is_dir() else []
-    if dropped:
-        raise ConfigError(f"publishing would drop the committed tables {dropped} of {folder}: run the notebooks "
-                          f"that make them ({', '.join(sorted({nb for t, (nb, _) in TABLES.items() if t in dropped}))})"
-                          f" before the report")
-    own = {f.name for f in (run.dir / "figures").glob("*.png")}
-    figures = run.publish_figures(run_figures(run))
-    page_path = paths.results_page(name)
-    links = [Path(os.path.relpath(f, page_path.parent)).as_posix() for f in figures if f.name in own]
-    written = {"figures": figures, "tables": write_tables(tables, folder),
-               "page": [notebook.write_text(page_path, page(links))]}
-    log(f"published {len(figures)} figures into {run.figures_dir}, {len(tables)} tables into {folder} and the "
-        f"page {page_path}")
+    committed = {p.stem for p in folder.glob("*.csv")} if folder.is_dir() else set()
+    makers = sorted({nb for t, (nb, _) in TABLES.items() if t in committed - set(tables)})
+    written = run.publish(tables, folder, paths.results_page(name), page, run_figures(run),
+                          sorted((run.dir / "figures").glob("*.png")),
+                          f"run the notebooks that make them ({', '.join(makers)}) before the report")
+    log(f"published {len(written['figures'])} figures into {run.figures_dir}, {len(tables)} tables into {folder} "
+        f"and the page {written['page'][0]}")
     return written

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from s2l_utils import check, experiment, report
+from s2l_utils import check, experiment, notebook, report
 
 COMMITTED = Path(__file__).resolve().parents[1] / "data" / "results" / "mini"
 
@@ -134,13 +134,13 @@ def test_missing_and_extra_rows_are_reported(committed):
 
 def test_the_command_exits_by_the_result_and_writes_nothing(committed, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    report.write_tables(_copy(committed), run_dir)
+    notebook.write_tables(_copy(committed), run_dir)
     before = sorted(p.name for p in tmp_path.rglob("*"))
     assert check.main(["--run", str(run_dir), "--committed", str(COMMITTED)]) == 0
     assert "verdicts identical" in capsys.readouterr().out.splitlines()[-1]
     flipped = _copy(committed)
     flipped["main"].loc[flipped["main"]["verdict"].notna().idxmax(), "verdict"] = "down?"
-    report.write_tables(flipped, run_dir)
+    notebook.write_tables(flipped, run_dir)
     assert check.main(["--run", str(run_dir), "--committed", str(COMMITTED)]) == 1
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert check.main(["--run", str(tmp_path / "none"), "--committed", str(COMMITTED)]) == 2
@@ -150,7 +150,7 @@ def test_the_command_exits_by_the_result_and_writes_nothing(committed, tmp_path,
 
 
 def test_csv_tables_round_trip_through_write_tables(committed, tmp_path):
-    report.write_tables(_copy(committed), tmp_path)
+    notebook.write_tables(_copy(committed), tmp_path)
     for name in ("main", "blind"):
         assert (tmp_path / f"{name}.csv").read_bytes() == (COMMITTED / f"{name}.csv").read_bytes()
 

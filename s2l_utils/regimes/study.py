@@ -4,14 +4,12 @@ repository (tables, figure, ``docs/results/regimes.md``)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from .. import notebook, paths, sweep
-from ..config import ConfigError
+from .. import notebook, paths
 from . import analysis, hypotheses, render, shards, worlds
 
 STUDY = "regimes"  # the name of the results page (``paths.results_page``)
@@ -66,11 +64,6 @@ def judge(scores: pd.DataFrame, matches: pd.DataFrame, n_bootstrap: int, seed: i
                  verdicts, n_bootstrap, needed)
 
 
-def _links(figures: list[Path], folder: Path) -> list[str]:
-    """``figures`` as links from a page in ``folder``."""
-    return [Path(os.path.relpath(f, folder)).as_posix() for f in figures]
-
-
 def write_results(study: Study, run: notebook.Run, record: dict, figure: Path, commit: str | None,
                   publish: bool = False, folder: Path | None = None) -> dict[str, list[Path]]:
     """Write the study's tables (``regimes_<name>``) and its page (``regimes.md``, linking ``figure``) into the
@@ -85,21 +78,9 @@ def write_results(study: Study, run: notebook.Run, record: dict, figure: Path, c
         return render.page(tables["hypotheses"], study.summary, study.claims, record, links, commit)
 
     inside = [run.save_table(table, f"regimes_{name}") for name, table in tables.items()]
-    written = {"run": [*inside, notebook.write_text(run.dir / "regimes.md", page(_links([figure], run.dir)))]}
-    if not publish:
-        return written
-    folder = Path(folder or shards.results_dir())
-    dropped = sorted({p.stem for p in folder.glob("*.csv")} - set(tables))
-    if dropped:
-        raise ConfigError(f"publishing would drop the committed tables {dropped} of {folder}: publish the shards "
-                          "they are computed from first")
-    folder.mkdir(parents=True, exist_ok=True)
-    written["tables"] = []
-    for name, table in tables.items():
-        out = folder / f"{name}.csv"
-        sweep.replace_atomically(out, lambda tmp, table=table: table.to_csv(tmp, index=False))
-        written["tables"].append(out)
-    written["figures"] = run.publish_figures([figure])
-    target = paths.results_page(STUDY)
-    written["page"] = [notebook.write_text(target, page(_links(written["figures"], target.parent)))]
+    own_page = notebook.write_text(run.dir / "regimes.md", page(notebook.relative_links([figure], run.dir)))
+    written = {"run": [*inside, own_page]}
+    if publish:
+        written |= run.publish(tables, folder or shards.results_dir(), paths.results_page(STUDY), page, [figure],
+                               [figure], "publish the shards they are computed from first")
     return written
